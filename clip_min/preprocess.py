@@ -1,0 +1,64 @@
+"""Image preprocessing that gives the same pixels as OpenAI CLIP's, using PIL only.
+
+OpenAI's pipeline is torchvision's Resize(bicubic) -> CenterCrop -> convert("RGB") -> ToTensor
+-> Normalize. We repeat it step for step, in the same order and with torchvision's rounding, so
+a checkpoint sees the inputs it was evaluated on without torchvision installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+# Per-channel RGB mean and std of CLIP's training images, on the [0, 1] scale.
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ImageLoadError(RuntimeError):
+    """An image file is missing or cannot be decoded."""
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file, so a bad file fails here and not mid-batch."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()  # PIL decodes lazily; force it while we can still name the file
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageLoadError(f"cannot decode {path} as an image ({err}); is it a JPEG/PNG file?") from err
+    return image
+
+
+def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(width, height) with the short side set to resolution, as torchvision's Resize(int).
+
+    The long side is truncated with int(), not rounded: a 300x200 image at 224 becomes 336x224.
+    """
+    short, long = min(width, height), max(width, height)
+    new_long = int(resolution * long / short)
+    return (resolution, new_long) if width <= height else (new_long, resolution)
+
+
+def preprocess(image: Image.Image, resolution: int = 224) -> torch.Tensor:
+    """PIL image of any mode -> normalized FloatTensor (3, resolution, resolution)."""
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image has no pixels (size {image.size})")
+    # Resize and crop in the image's own mode, then convert: OpenAI's order. (PIL resizes "P" and
+    # "1" images with nearest-neighbour, and RGBA with premultiplied alpha, so order matters.)
+    size = resized_size(image.width, image.height, resolution)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    # torchvision's center_crop rounds the offset with round(), i.e. half to even.
+    top = int(round((image.height - resolution) / 2.0))
+    left = int(round((image.width - resolution) / 2.0))
+    image = image.crop((left, top, left + resolution, top + resolution))
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)  # (resolution, resolution, 3)
+    x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, res, res) in [0, 1]
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    return (x - mean) / std
