@@ -1,0 +1,367 @@
+"""Load CLIP weights from the formats they are published in, and save them in OpenAI's.
+
+Three formats reach :func:`load_clip`:
+
+* OpenAI's released ``.pt`` files: TorchScript archives whose tensors are fp16.
+* Plain state dicts with OpenAI's key names, from ``torch.save`` (our own :func:`save_clip`,
+  open_clip's ``-quickgelu`` checkpoints, which may wrap them as ``{"state_dict": ...}`` with
+  the ``module.`` prefix of DistributedDataParallel) or from a ``.safetensors`` file.
+* Hugging Face checkpoints (``CLIPModel.save_pretrained``): a folder with ``config.json`` and
+  ``model.safetensors`` or ``pytorch_model.bin``, or one of those files; their key names are
+  mapped back to OpenAI's (:func:`openai_from_hf`).
+
+Whatever the format, the shape of the model is read off the weights, as OpenAI's
+``build_model`` does (:func:`config_from_state_dict`), every tensor becomes fp32, and the
+weights load with ``strict=True``. A file the user got wrong raises :class:`WeightsError`,
+whose one-line message names the file, the problem and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import struct
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from clip_min.model import CLIP, CLIPConfig
+
+# Entries of OpenAI's archives that describe the model rather than hold weights.
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be loaded; the message is one line meant for the user."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))  # one line, even if a quoted error had several
+
+
+def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu") -> CLIP:
+    """Read a checkpoint in any of the supported formats into an fp32 CLIP in eval mode."""
+    path = Path(path)
+    state_dict, hf_config = read_state_dict(path)
+    config = _config_or_error(state_dict, path)
+    if hf_config is not None:
+        config = dataclasses.replace(config, **_heads_from_hf_config(hf_config, path))
+    # Building on the meta device allocates no memory and skips the random initialisation;
+    # assign=True then adopts the loaded tensors as the parameters instead of copying them.
+    try:
+        with torch.device("meta"):
+            model = CLIP(config)
+    except ValueError as err:  # only heads from a config.json can fail to divide the width here
+        raise WeightsError(f"{path}: {err}; check num_attention_heads in its config.json") from err
+    _check_against_model(state_dict, model.state_dict(), path)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def save_clip(model: CLIP, path: str | os.PathLike) -> None:
+    """Write ``model`` as a plain state dict with OpenAI's key names, atomically.
+
+    The tensors go to a temporary file in the destination folder, which then replaces ``path``
+    in one step: an interrupted save leaves the previous file whole.
+    """
+    config = model.config
+    for tower, width, heads in (("vision", config.vision_width, config.vision_heads), ("text", config.text_width, config.text_heads)):
+        if heads != width // 64:
+            raise ValueError(
+                f"cannot save to {path}: {tower} heads {heads} != width {width} // 64, and OpenAI's format "
+                "has no field for heads (loaders derive them from the width)"
+            )
+    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    extra = sorted(set(state_dict) - _openai_keys(config))
+    if extra:
+        raise ValueError(
+            f"cannot save to {path}: the model holds tensors OpenAI's format has no place for "
+            f"({_some(extra)}); merge or detach adapters first and save them on their own"
+        )
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is one rename
+    try:
+        with open(temp, "wb") as file:
+            torch.save(state_dict, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
+    """Read the model's shape off OpenAI-named weights, as OpenAI's ``build_model`` does.
+
+    Heads are not stored anywhere in OpenAI's format; like OpenAI we take one per 64 channels.
+    Raises KeyError naming a missing key, ValueError if a width does not split into such heads.
+    """
+
+    def layers(prefix: str) -> int:
+        return len({key.split(".")[len(prefix.split("."))] for key in state_dict if key.startswith(prefix + ".")})
+
+    conv1 = state_dict["visual.conv1.weight"]  # (vision_width, 3, patch, patch)
+    grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)  # (1 + grid**2, width)
+    text_width = state_dict["ln_final.weight"].shape[0]
+    for width in (conv1.shape[0], text_width):
+        if width < 64 or width % (width // 64):
+            raise ValueError(f"width {width} does not split into width // 64 heads, OpenAI's rule")
+    return CLIPConfig(
+        embed_dim=state_dict["text_projection"].shape[1],  # (text_width, embed_dim)
+        image_resolution=conv1.shape[-1] * grid,
+        vision_patch_size=conv1.shape[-1],
+        vision_width=conv1.shape[0],
+        vision_layers=layers("visual.transformer.resblocks"),
+        vision_heads=conv1.shape[0] // 64,
+        context_length=state_dict["positional_embedding"].shape[0],
+        vocab_size=state_dict["token_embedding.weight"].shape[0],
+        text_width=text_width,
+        text_layers=layers("transformer.resblocks"),
+        text_heads=text_width // 64,
+    )
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Any supported checkpoint -> (fp32 state dict with OpenAI's names, HF config.json or None)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or folder; check the path")
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise WeightsError(f"{path}: a folder without config.json; pass a Hugging Face CLIP folder or a checkpoint file")
+        path = _hf_weight_file(path)
+    else:  # a Hugging Face weight file passed on its own may still have its config beside it
+        config_file = path.parent / "config.json"
+
+    state_dict = _unwrap(_read_file(path), path)
+    hf_config = None
+    if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
+        state_dict = openai_from_hf(state_dict)
+        if config_file.is_file():
+            hf_config = _read_hf_config(config_file)
+            _check_hf_activation(hf_config, path)
+    state_dict = {key: value for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
+    return {key: value.float() for key, value in state_dict.items()}, hf_config
+
+
+def openai_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Hugging Face CLIPModel state dict to OpenAI's keys.
+
+    q, k and v are stacked into one in_proj (OpenAI's ``in_proj_weight.chunk(3)`` gives them back),
+    and the two projections, stored by HF as nn.Linear weights (out, in), are transposed to
+    OpenAI's (in, out) matrices. Keys with no OpenAI name keep their HF name, so that the
+    strict key check reports them.
+    """
+    renames = {
+        "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
+        "vision_model.embeddings.class_embedding": "visual.class_embedding",
+        "vision_model.embeddings.position_embedding.weight": "visual.positional_embedding",
+        "vision_model.pre_layrnorm.": "visual.ln_pre.",
+        "vision_model.post_layernorm.": "visual.ln_post.",
+        "vision_model.encoder.layers.": "visual.transformer.resblocks.",
+        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+        "text_model.embeddings.position_embedding.weight": "positional_embedding",
+        "text_model.final_layer_norm.": "ln_final.",
+        "text_model.encoder.layers.": "transformer.resblocks.",
+    }
+    block_renames = {
+        ".self_attn.out_proj.": ".attn.out_proj.",
+        ".layer_norm1.": ".ln_1.",
+        ".layer_norm2.": ".ln_2.",
+        ".mlp.fc1.": ".mlp.c_fc.",
+        ".mlp.fc2.": ".mlp.c_proj.",
+    }
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}  # "visual...resblocks.3.attn.in_proj_weight" -> {"q": ...}
+    for key, value in hf.items():
+        if key.endswith("position_ids"):  # a buffer of 0, 1, 2, ... that older HF versions saved
+            continue
+        if key == "visual_projection.weight":
+            out["visual.proj"] = value.t().contiguous()  # (embed_dim, width) -> (width, embed_dim)
+            continue
+        if key == "text_projection.weight":
+            out["text_projection"] = value.t().contiguous()  # (embed_dim, width) -> (width, embed_dim)
+            continue
+        name = key
+        for old, new in renames.items():
+            if name.startswith(old):
+                name = new + name[len(old) :]
+                break
+        for old, new in block_renames.items():
+            name = name.replace(old, new)
+        for letter in "qkv":
+            marker = f".self_attn.{letter}_proj."
+            if marker in name and name.split(marker)[1] in ("weight", "bias"):
+                head, kind = name.split(marker)
+                qkv.setdefault(f"{head}.attn.in_proj_{kind}", {})[letter] = value
+                break
+        else:
+            out[name] = value
+    for name, parts in qkv.items():
+        if set(parts) == set("qkv"):
+            out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])  # (3 * width, ...)
+        else:  # an incomplete triple: keep what is there under HF's names for the error message
+            head, kind = name.rsplit(".attn.in_proj_", 1)
+            out.update({f"{head}.self_attn.{letter}_proj.{kind}": part for letter, part in parts.items()})
+    return out
+
+
+def _read_file(path: Path) -> object:
+    """Deserialise one checkpoint file, sniffing its format from its first bytes."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    size = path.stat().st_size
+    try:
+        if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's format, and TorchScript's
+            try:
+                names = zipfile.ZipFile(path).namelist()
+            except zipfile.BadZipFile as err:  # the zip's directory is at its end: the first thing a cut loses
+                raise WeightsError(f"{path}: a zip archive without a readable directory, so truncated or corrupt; download or copy it again") from err
+            if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+                # OpenAI's released models: torch.load cannot read TorchScript, and
+                # weights_only=True would refuse its pickled classes anyway. torch 2.13 marks
+                # torch.jit.load deprecated, a warning the user can do nothing about.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return torch.jit.load(str(path), map_location="cpu").state_dict()
+            return torch.load(path, map_location="cpu", weights_only=True)
+        if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+            return _read_safetensors(path)
+        if head.startswith(b"\x80"):  # a pickle: torch.save's format before PyTorch 1.6
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise WeightsError(
+                f"{path}: holds pickled Python objects, not only tensors, and is not loaded for safety "
+                "(weights_only=True); save model.state_dict() instead of the model"
+            ) from err
+        raise WeightsError(f"{path}: could not be unpickled, it may be truncated or corrupt; download or copy it again") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"{path}: could not be read, it may be truncated or corrupt ({first_line}); download or copy it again") from err
+    raise WeightsError(
+        f"{path}: not a checkpoint (expected a PyTorch, TorchScript or safetensors file); "
+        "pass OpenAI's .pt file, a state dict, or a Hugging Face CLIP folder"
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as err:
+        raise WeightsError(f"{path}: is a safetensors file but the safetensors package is missing; pip install safetensors") from err
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises its own SafetensorError for every malformed file
+        raise WeightsError(f"{path}: could not be read as safetensors, it may be truncated or corrupt ({err}); download or copy it again") from err
+
+
+def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    """open_clip's training checkpoints wrap the weights; DistributedDataParallel prefixes them."""
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not loaded:
+        raise WeightsError(f"{path}: holds {type(loaded).__name__}, not a state dict of tensors; pass a CLIP checkpoint")
+    if all(isinstance(key, str) and key.startswith("module.") for key in loaded):
+        loaded = {key[len("module.") :]: value for key, value in loaded.items()}
+    not_tensors = [str(key) for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise WeightsError(f"{path}: entries {_some(not_tensors)} are not tensors, so this is not a state dict; pass a CLIP checkpoint")
+    return loaded
+
+
+def _read_hf_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise WeightsError(f"{path}: not valid JSON ({err}); restore the config.json of this checkpoint") from err
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path}: holds {type(config).__name__}, not a JSON object; restore the config.json of this checkpoint")
+    return config
+
+
+def _hf_weight_file(folder: Path) -> Path:
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise WeightsError(f"{folder}: has config.json but neither {' nor '.join(HF_WEIGHT_FILES)}; download the weights into it")
+
+
+def _sub_config(hf_config: dict, tower: str) -> dict:
+    """HF's text_config / vision_config (older configs may name them text_config_dict / vision_config_dict)."""
+    return hf_config.get(f"{tower}_config") or hf_config.get(f"{tower}_config_dict") or {}
+
+
+def _check_hf_activation(hf_config: dict, path: Path) -> None:
+    for tower in ("text", "vision"):
+        act = _sub_config(hf_config, tower).get("hidden_act", "quick_gelu")  # HF's default
+        if act != "quick_gelu":
+            raise WeightsError(
+                f"{path}: its config.json gives the {tower} tower hidden_act {act!r}, but clip_min implements "
+                "only QuickGELU, which OpenAI's CLIP models use; pick a quick_gelu checkpoint"
+            )
+
+
+def _heads_from_hf_config(hf_config: dict, path: Path) -> dict[str, int]:
+    # HF's defaults (ViT-B/32) apply when its config leaves a field out.
+    heads = {
+        "vision_heads": _sub_config(hf_config, "vision").get("num_attention_heads", 12),
+        "text_heads": _sub_config(hf_config, "text").get("num_attention_heads", 8),
+    }
+    if not all(isinstance(value, int) and value > 0 for value in heads.values()):
+        raise WeightsError(f"{path}: config.json has num_attention_heads {heads}, not positive integers; restore its config.json")
+    return heads
+
+
+def _config_or_error(state_dict: dict[str, torch.Tensor], path: Path) -> CLIPConfig:
+    try:
+        return config_from_state_dict(state_dict)
+    except KeyError as err:
+        raise WeightsError(f"{path}: lacks {err.args[0]}, needed to read the model's shape; {_is_it_clip(state_dict)}") from err
+    except (ValueError, IndexError) as err:
+        raise WeightsError(f"{path}: the model's shape cannot be read off its weights ({err}); pass a ViT CLIP checkpoint") from err
+
+
+def _check_against_model(state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], path: Path) -> None:
+    """Compare keys and shapes with the model's own state dict, and explain any difference."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model_state.items()}
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({_some(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
+        raise WeightsError(f"{path}: {' and '.join(parts)}; {_is_it_clip(state_dict)}")
+    wrong = [name for name, shape in expected.items() if tuple(state_dict[name].shape) != shape]
+    if wrong:
+        name = wrong[0]
+        raise WeightsError(
+            f"{path}: {len(wrong)} tensor(s) of the wrong shape, first {name}: expected {expected[name]} "
+            f"(from the shape read off the other weights), found {tuple(state_dict[name].shape)}; the file is inconsistent, re-export it"
+        )
+
+
+def _is_it_clip(state_dict: dict[str, torch.Tensor]) -> str:
+    if any(key.startswith(("visual.layer1.", "visual.attnpool.")) for key in state_dict):
+        return "this looks like a ResNet CLIP, and clip_min implements only the ViT ones"
+    return "is this a ViT CLIP checkpoint in OpenAI, open_clip or Hugging Face format?"
+
+
+def _openai_keys(config: CLIPConfig) -> set[str]:
+    with torch.device("meta"):
+        return set(CLIP(config).state_dict())
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
