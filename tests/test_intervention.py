@@ -1,0 +1,256 @@
+"""Eq. 4, the distributed interchange intervention, against a naive rerun patched with a forward hook."""
+import pytest
+import torch
+
+from clip_min.intervention import InterventionConfig, dii, interchange, interchange_features
+from clip_min.lora import LoRABranch, apply_lora
+from clip_min.losses import iit_loss, score
+from clip_min.model import CLIP, CLIPConfig
+from clip_min.rotation import Rotation
+
+TINY = CLIPConfig(
+    embed_dim=32, image_resolution=32, vision_patch_size=8, vision_width=64, vision_layers=2, vision_heads=2,
+    context_length=77, vocab_size=1000, text_width=64, text_layers=3, text_heads=2,
+)
+WIDTH = TINY.text_width
+
+
+def tiny_model(seed: int = 0) -> CLIP:
+    torch.manual_seed(seed)
+    return CLIP(TINY)
+
+
+def random_tokens(batch: int, seed: int) -> torch.Tensor:
+    """Zero-padded ids, start 998, end 999 (the largest id, as 49407 is in CLIP's vocabulary)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(batch, TINY.context_length, dtype=torch.long)
+    for i in range(batch):
+        length = int(torch.randint(3, 20, (1,), generator=generator))
+        tokens[i, 0], tokens[i, length - 1] = 998, 999
+        tokens[i, 1 : length - 1] = torch.randint(1, 998, (length - 2,), generator=generator)
+    return tokens
+
+
+def rotation(seed: int = 0) -> Rotation:
+    torch.manual_seed(seed)
+    return Rotation(WIDTH)
+
+
+def identity_rotation() -> Rotation:
+    rot = rotation()
+    with torch.no_grad():
+        rot.weight = torch.eye(WIDTH)  # the parametrization accepts any orthogonal matrix
+    assert torch.allclose(rot.R, torch.eye(WIDTH), atol=1e-6)
+    return rot
+
+
+def block_outputs(model: CLIP, tokens: torch.Tensor, layer: int, run) -> torch.Tensor:
+    """The output of block ``layer`` (N, L, width) seen while ``run()`` executes."""
+    seen = []
+    handle = model.transformer.resblocks[layer].register_forward_hook(lambda m, args, out: seen.append(out.detach()))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def naive_dii(model: CLIP, R: torch.Tensor, base: torch.Tensor, source: torch.Tensor, layer: int, k: int) -> torch.Tensor:
+    """Two full runs: read the source at the site, then rerun the base with the site overwritten.
+
+    The overwrite is Eq. 4 in its first form, in float64: rotate, take the first k rotated
+    coordinates from the source, rotate back.
+    """
+    rows = torch.arange(base.shape[0])
+    h_source = block_outputs(model, source, layer, lambda: model.encode_text(source))[rows, source.argmax(-1)]
+    R = R.detach().double()
+
+    def patch(module, args, out):
+        out = out.clone()
+        eot = base.argmax(-1)
+        y_base, y_source = out[rows, eot].double() @ R, h_source.double() @ R  # rho(h)
+        y_base[:, :k] = y_source[:, :k]  # Y <- GET(rho(M), s, Y)
+        out[rows, eot] = (y_base @ R.T).float()  # rho^{-1}
+        return out
+
+    handle = model.transformer.resblocks[layer].register_forward_hook(patch)
+    try:
+        return model.encode_text(base)
+    finally:
+        handle.remove()
+
+
+# --- Eq. 4 on vectors -----------------------------------------------------------------------------
+
+
+def test_eq4_interchange_k0_is_the_base_exactly():
+    h_base, h_source = torch.randn(5, WIDTH), torch.randn(5, WIDTH)
+    assert torch.equal(interchange(h_base, h_source, rotation().R, 0), h_base)
+
+
+@pytest.mark.parametrize("k", [1, 7, 32, WIDTH])
+def test_eq4_interchange_equals_rotate_swap_unrotate(k):
+    R = rotation().R.detach()
+    h_base, h_source = torch.randn(5, WIDTH), torch.randn(5, WIDTH)
+    y = h_base.double() @ R.double()
+    y[:, :k] = (h_source.double() @ R.double())[:, :k]
+    expected = y @ R.double().T
+    torch.testing.assert_close(interchange(h_base, h_source, R, k).double(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 5, WIDTH])
+def test_eq4_identity_rotation_swaps_only_the_first_k_coordinates(k):
+    h_base, h_source = torch.randn(3, WIDTH), torch.randn(3, WIDTH)
+    out = interchange(h_base, h_source, identity_rotation().R, k)
+    torch.testing.assert_close(out[:, :k], h_source[:, :k], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out[:, k:], h_base[:, k:], rtol=0, atol=1e-6)
+
+
+# --- Eq. 4 in the model -------------------------------------------------------------------------------
+
+
+def test_eq4_dii_k0_is_the_base_run():
+    model = tiny_model()
+    base, source = random_tokens(4, seed=1), random_tokens(4, seed=2)
+    torch.testing.assert_close(dii(model, rotation(), base, source, layer=1, k=0), model.encode_text(base), rtol=0, atol=1e-6)
+
+
+def edited_site(model: CLIP, layer: int, eot: torch.Tensor, run) -> torch.Tensor:
+    """The end-token states (B, width) right after the edit at ``layer``, seen while ``run()`` executes.
+
+    They are read where they are next used: the input of block layer + 1, or for the last block
+    the input of ln_final, which project_text gives only the end-token rows.
+    """
+    last = layer + 1 == TINY.text_layers
+    module = model.ln_final if last else model.transformer.resblocks[layer + 1]
+    seen = []
+    handle = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen[0] if last else seen[0][torch.arange(eot.shape[0]), eot]
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_eq4_dii_k_width_puts_the_source_state_at_the_site(layer):
+    model = tiny_model()
+    base, source = random_tokens(4, seed=1), random_tokens(4, seed=2)
+    h_source = block_outputs(model, source, layer, lambda: model.encode_text(source))[torch.arange(4), source.argmax(-1)]
+    rot = rotation()
+    patched = edited_site(model, layer, base.argmax(-1), lambda: dii(model, rot, base, source, layer, k=WIDTH))
+    torch.testing.assert_close(patched, h_source, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 5, WIDTH])
+def test_eq4_identity_rotation_changes_only_the_first_k_coordinates_in_the_model(k):
+    model = tiny_model()
+    base, source = random_tokens(4, seed=1), random_tokens(4, seed=2)
+    rows, layer = torch.arange(4), 1
+    h_base = block_outputs(model, base, layer, lambda: model.encode_text(base))
+    h_source = block_outputs(model, source, layer, lambda: model.encode_text(source))[rows, source.argmax(-1)]
+    seen = []
+    handle = model.transformer.resblocks[layer + 1].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    dii(model, identity_rotation(), base, source, layer, k)
+    handle.remove()
+    patched, eot = seen[0], base.argmax(-1)
+    torch.testing.assert_close(patched[rows, eot, :k], h_source[:, :k], rtol=0, atol=1e-5)
+    torch.testing.assert_close(patched[rows, eot, k:], h_base[rows, eot, k:], rtol=0, atol=1e-5)
+    # every other position keeps the base's state
+    others = torch.ones(patched.shape[:2], dtype=torch.bool)
+    others[rows, eot] = False
+    length = patched.shape[1]
+    torch.testing.assert_close(patched[others], h_base[:, :length][others], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, k", [(0, 1), (1, 16), (1, 40), (2, 64), (2, 3)])
+def test_eq4_dii_matches_a_naive_hooked_rerun(layer, k):
+    model = tiny_model()
+    apply_lora(model, rank=4)
+    randomize_lora(model)
+    base, source = random_tokens(5, seed=3), random_tokens(5, seed=4)
+    rot = rotation(seed=layer)
+    expected = naive_dii(model, rot.R, base, source, layer, k)
+    torch.testing.assert_close(dii(model, rot, base, source, layer, k), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, k", [(0, 8), (1, 32), (2, 64)])
+def test_eq4_interchange_features_are_the_four_runs(layer, k):
+    model = tiny_model()
+    base, source = random_tokens(4, seed=5), random_tokens(4, seed=6)
+    rot = rotation()
+    got = interchange_features(model, rot, base, source, layer, k)
+    expected = (
+        model.encode_text(base),
+        model.encode_text(source),
+        naive_dii(model, rot.R, base, source, layer, k),
+        naive_dii(model, rot.R, source, base, layer, k),
+    )
+    assert all(g.shape == (4, TINY.embed_dim) for g in got)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[2], dii(model, rot, base, source, layer, k), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+def test_eq4_prefix_blocks_run_once(layer):
+    model = tiny_model()
+    batches = {i: [] for i in range(TINY.text_layers)}
+    for i, block in enumerate(model.transformer.resblocks):
+        block.register_forward_pre_hook(lambda m, args, i=i: batches[i].append(args[0].shape[0]))
+    interchange_features(model, rotation(), random_tokens(3, seed=1), random_tokens(3, seed=2), layer, k=8)
+    for i, sizes in batches.items():
+        assert sizes == ([6] if i <= layer else [12]), (i, sizes)
+
+
+def randomize_lora(model: CLIP) -> None:
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, LoRABranch):
+                module.lora_B.copy_(torch.randn(module.lora_B.shape, generator=generator) * 0.1)
+
+
+def test_eq4_gradients_reach_lora_and_the_rotation():
+    model = tiny_model()
+    apply_lora(model, rank=4)
+    randomize_lora(model)
+    rot = rotation()
+    base, source = random_tokens(4, seed=1), random_tokens(4, seed=2)
+    image = torch.randn(4, TINY.embed_dim)
+    features = interchange_features(model, rot, base, source, layer=1, k=16)
+    c_cap, c_des, c_cap_with_des, c_des_with_cap = (score(image, f, model.logit_scale) for f in features)
+    iit_loss(c_cap, c_cap_with_des, c_des, c_des_with_cap).backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is not None and p.grad.abs().sum() > 0) == p.requires_grad, name
+    (rotation_param,) = rot.parameters()
+    assert rotation_param.grad is not None and rotation_param.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "layer, k, match",
+    [(-1, 8, r"layer must be in 0\.\.2"), (3, 8, r"layer must be in 0\.\.2"), (1, -1, r"k must be in 0\.\.64"), (1, 65, r"k must be in 0\.\.64")],
+)
+def test_eq4_bad_layer_or_k(layer, k, match):
+    model = tiny_model()
+    base, source = random_tokens(2, seed=1), random_tokens(2, seed=2)
+    for fn in (dii, interchange_features):
+        with pytest.raises(ValueError, match=match):
+            fn(model, rotation(), base, source, layer, k)
+
+
+def test_eq4_bad_rotation_or_pairs():
+    model = tiny_model()
+    base = random_tokens(2, seed=1)
+    with pytest.raises(ValueError, match="Rotation\\(64\\)"):
+        dii(model, Rotation(32), base, base, 1, 8)
+    with pytest.raises(ValueError, match="same shape"):
+        dii(model, rotation(), base, random_tokens(3, seed=2), 1, 8)
+    with pytest.raises(ValueError, match="k must be in"):
+        interchange(torch.randn(WIDTH), torch.randn(WIDTH), torch.eye(WIDTH), WIDTH + 1)
+
+
+def test_intervention_config_defaults_are_the_papers():
+    assert InterventionConfig() == InterventionConfig(layer=10, size=256)
+    with pytest.raises(ValueError, match="size"):
+        InterventionConfig(size=-1)
