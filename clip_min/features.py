@@ -1,0 +1,113 @@
+"""Image features from a frozen vision tower, computed once and cached on disk.
+
+The authors train only the text tower, so every image's embedding is fixed for the whole run:
+encoding the 77k Concadia images once and reusing them across epochs and runs is the single
+largest saving in the pipeline. The cache key covers the weights and the exact image files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .model import CLIP
+from .preprocess import ImageLoadError, load_image, preprocess
+
+
+def cache_root() -> Path:
+    """Where clip_min keeps generated and cached files: $CLIP_MIN_CACHE or ~/.cache/clip_min."""
+    return Path(os.environ.get("CLIP_MIN_CACHE", Path.home() / ".cache" / "clip_min"))
+
+
+def file_fingerprint(path: Path) -> str:
+    """Cheap identity of a file: absolute path, size and modification time."""
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cache_key(weights_id: str, paths: list[Path], resolution: int) -> str:
+    digest = hashlib.sha1(f"{weights_id}|{resolution}".encode())
+    for path in paths:
+        digest.update(file_fingerprint(path).encode() if Path(path).exists() else str(path).encode())
+    return digest.hexdigest()[:20]
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def encode_images(
+    model: CLIP,
+    paths: list[Path],
+    weights_id: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+    autocast=None,
+    desc: str = "encoding images",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image features (N, embed_dim) for ``paths`` and a mask (N,) of the images that decoded.
+
+    Rows of images that failed to decode are zero and their mask entry False; the caller
+    drops and counts them. Results are cached under cache_root()/features.
+    """
+    key = cache_key(weights_id, paths, model.config.image_resolution)
+    return _encode_cached(model, len(paths), lambda row: load_image(paths[row]), key, batch_size, device, autocast, desc)
+
+
+def encode_arrays(
+    model: CLIP,
+    pixels: np.ndarray,
+    weights_id: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+    autocast=None,
+    desc: str = "encoding images",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`encode_images` for images held in memory: uint8 (N, H, W, 3), as CIFAR ships them.
+
+    The cache key hashes the pixels themselves, since there is no file to fingerprint.
+    """
+    digest = hashlib.sha1(f"{weights_id}|{model.config.image_resolution}|{pixels.shape}|{pixels.dtype}".encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    key = "arrays-" + digest.hexdigest()[:20]
+    return _encode_cached(model, len(pixels), lambda row: Image.fromarray(pixels[row]), key, batch_size, device, autocast, desc)
+
+
+@torch.no_grad()
+def _encode_cached(model: CLIP, n: int, load, key: str, batch_size: int, device: str, autocast, desc: str):
+    """Encode images 0 .. n - 1, each opened by ``load(row)``, or read them from the cache under ``key``."""
+    resolution = model.config.image_resolution
+    cache_file = cache_root() / "features" / f"{key}.pt"
+    if cache_file.exists():
+        cached = torch.load(cache_file, map_location="cpu", weights_only=True)
+        return cached["features"], cached["ok"]
+    features = torch.zeros(n, model.config.embed_dim)
+    ok = torch.zeros(n, dtype=torch.bool)
+    model.eval()
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+        batch, rows = [], []
+        for row in range(start, min(start + batch_size, n)):
+            try:
+                batch.append(preprocess(load(row), resolution))
+            except ImageLoadError:
+                continue
+            rows.append(row)
+        if not batch:
+            continue
+        pixels = torch.stack(batch).to(device)  # (b, 3, R, R)
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            features[rows] = model.encode_image(pixels).float().cpu()
+        ok[rows] = True
+    atomic_save({"features": features, "ok": ok}, cache_file)
+    return features, ok

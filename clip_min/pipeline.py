@@ -1,0 +1,37 @@
+"""What ``train.py`` runs: the paper's setting with real weights and data, or the toy world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .pretrain import pretrain, toy_base
+from .toy import make_toy_world, toy_world_dir
+from .training import TrainConfig, check, finetune
+
+TOY_BANNER = """\
+clip_min: no --weights and --data given, so this runs on the TOY WORLD: a small generated
+Concadia-like data set and a small CLIP pretrained on it, to watch the method work on a CPU.
+For the paper's setting: python train.py --weights ViT-B-32.pt --data path/to/concadia ..."""
+
+
+def toy_world() -> tuple[Path, list[str]]:
+    """The toy world's Concadia folder and transfer task folders, generated on first use."""
+    world = make_toy_world(toy_world_dir())
+    tasks = sorted(str(p) for p in (world / "transfer").iterdir() if p.is_dir())
+    return world, tasks
+
+
+def run(config: TrainConfig) -> dict:
+    """Check the configuration, get the weights and data, and train; return the run's summary."""
+    check(config)
+    if not config.toy:
+        weights, data, tasks = Path(config.weights), Path(config.data), list(config.transfer)
+        if config.objective == "clip":
+            return pretrain(config, weights, data, tasks)
+        return finetune(config, weights, data, tasks)
+    print(TOY_BANNER)
+    world, tasks = toy_world()
+    tasks = list(config.transfer) or tasks
+    if config.objective == "clip":
+        return pretrain(config, None, world / "concadia", tasks)
+    return finetune(config, toy_base(world), world / "concadia", tasks)

@@ -1,0 +1,424 @@
+"""Fine-tuning CLIP to prefer descriptions (Eq. 1), with IIT-DAS (Eq. 2-4) or both (Eq. 5).
+
+Only the text tower is trained by default, as in the authors' code: every image's features are
+computed once (``clip_min.features``) and each step runs the text tower on the batch's captions
+and descriptions. ``run`` is what ``train.py`` calls; it writes into the run folder:
+
+    config.json     the resolved TrainConfig (what eval.py needs to rebuild the model)
+    metrics.jsonl   one line per evaluation: validation preference accuracy and transfer F1
+    adapters.pt     LoRA tensors and the rotation (LoRA runs, and any run with a rotation)
+    weights.pt      the whole model in OpenAI's format (full fine-tuning and --objective clip)
+    summary.json    the numbers of the run, before and after
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import DataError, Example, read_concadia
+from .features import atomic_save, encode_images, file_fingerprint
+from .intervention import interchange_features
+from .lora import apply_lora, lora_state_dict
+from .losses import behavioral_loss, iit_loss, joint_loss, score
+from .metrics import preference_accuracy, transfer_score
+from .model import CLIP
+from .preprocess import load_image, preprocess
+from .rotation import Rotation
+from .tokenizer import get_tokenizer, tokenize
+from .transfer import PROMPTS, TransferTask, class_text_features, read_food101_layout, zero_shot_f1
+from .weights import load_clip, save_clip
+
+OBJECTIVES = ("clip", "behavioral", "iit-das", "joint")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``None`` means: the default for this objective and setting (see defaults())."""
+
+    objective: str = "behavioral"  # clip (contrastive pretraining), behavioral (Eq. 1), iit-das (Eq. 2-3), joint (Eq. 5)
+    finetune: str = "lora"  # lora: train low-rank adapters only; full: train every text-tower weight
+    lora_rank: int | None = None  # r; paper: 64 behavioral, 128 IIT-DAS
+    lora_alpha: float | None = None  # scaling = alpha / r; the authors set alpha = r
+    lora_dropout: float = 0.0  # dropout on the adapter's input
+    lora_targets: str = "attn"  # qv, attn (q, k, v, out) or all-linear (attention and MLP)
+    towers: str = "text"  # text: vision tower frozen and its features cached; both: train both towers
+    layer: int | None = None  # text block whose output the intervention edits; paper: 10 of 12
+    intervention_size: int | None = None  # k, rotated coordinates swapped; paper: 256 of 512
+    joint_alpha: float = 0.5  # a in Eq. 5: weight of the IIT loss
+    lr: float | None = None  # Adam learning rate
+    l2: float = 0.0  # L2 penalty (Adam weight_decay); paper: 0
+    epochs: int | None = None  # passes over the training split; paper: 10
+    max_steps: int | None = None  # stop after this many optimizer steps, whatever the epochs
+    batch_size: int = 12  # images per step, each with its caption and description
+    seed: int = 0  # seeds data order, initialisation of adapters and rotation
+    amp: str = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU; bf16; fp16; off
+    device: str = "auto"  # auto: cuda if available, else cpu
+    weights: str | None = None  # OpenAI or Hugging Face CLIP weights; None: the toy world's base
+    data: str | None = None  # Concadia folder; None: the toy world
+    images: str | None = None  # Concadia's image folder if not DATA/resized
+    transfer: tuple[str, ...] = ()  # transfer task folders (Food-101 layout); the toy tasks in the toy world
+    prompt: str = "paper"  # zero-shot prompt template: paper, photo or picture (see transfer.PROMPTS)
+    out: str = "runs/latest"  # run folder
+    eval_every: int | None = None  # evaluate every N steps (and at the start and end)
+
+    @property
+    def toy(self) -> bool:
+        return self.weights is None and self.data is None
+
+
+# The paper's Appendix B. The LoRA learning rate is not given there; 1e-4 is our choice.
+PAPER_DEFAULTS = {
+    ("behavioral", "full"): dict(lr=5e-7, lora_rank=64),
+    ("behavioral", "lora"): dict(lr=1e-4, lora_rank=64),
+    ("iit-das", "full"): dict(lr=1e-5, lora_rank=128),
+    ("iit-das", "lora"): dict(lr=1e-4, lora_rank=128),
+    ("joint", "full"): dict(lr=1e-5, lora_rank=128),
+    ("joint", "lora"): dict(lr=1e-4, lora_rank=128),
+    ("clip", "full"): dict(lr=1e-5, lora_rank=64),
+    ("clip", "lora"): dict(lr=1e-4, lora_rank=64),
+}
+# The toy world is small and short, so its rates are larger; the intervention sits at the
+# toy text tower's second-to-last block with half its width, as 10 of 12 and 256 of 512 do.
+TOY_DEFAULTS = {
+    ("behavioral", "full"): dict(lr=1e-4),
+    ("behavioral", "lora"): dict(lr=1e-3),
+    ("iit-das", "full"): dict(lr=1e-4),
+    ("iit-das", "lora"): dict(lr=1e-3),
+    ("joint", "full"): dict(lr=1e-4),
+    ("joint", "lora"): dict(lr=1e-3),
+    ("clip", "full"): dict(lr=1e-3),
+    ("clip", "lora"): dict(lr=1e-3),
+}
+
+
+def defaults(config: TrainConfig, text_layers: int, text_width: int) -> TrainConfig:
+    """Fill the ``None`` fields of ``config`` with the paper's (or the toy world's) settings."""
+    key = (config.objective, config.finetune)
+    chosen = dict(PAPER_DEFAULTS[key])
+    chosen.update(layer=10, intervention_size=256, epochs=10, eval_every=500)
+    if config.toy:
+        chosen.update(TOY_DEFAULTS[key])
+        chosen.update(layer=text_layers - 2, intervention_size=text_width // 2, epochs=2, eval_every=50)
+    filled = {name: value for name, value in chosen.items() if getattr(config, name) is None}
+    config = replace(config, **filled)
+    if config.lora_alpha is None:
+        config = replace(config, lora_alpha=float(config.lora_rank))
+    return config
+
+
+def check(config: TrainConfig) -> None:
+    """Refuse settings that cannot run, naming the setting and what it may be."""
+    choices = dict(objective=OBJECTIVES, finetune=("lora", "full"), lora_targets=("qv", "attn", "all-linear"),
+                   towers=("text", "both"), amp=("auto", "bf16", "fp16", "off"), prompt=tuple(PROMPTS))
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: use one of {', '.join(allowed)}")
+    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "intervention_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if config.lr is not None and not config.lr > 0:
+        raise ValueError(f"--lr must be positive, got {config.lr}")
+    if config.l2 < 0:
+        raise ValueError(f"--l2 must be 0 or more, got {config.l2}")
+    if not 0 <= config.joint_alpha <= 1:
+        raise ValueError(f"--joint-alpha must be in [0, 1], got {config.joint_alpha}")
+    if config.data is not None and config.weights is None:
+        raise ValueError("--data needs --weights: the toy base knows only the toy world; give both, or neither for the toy world")
+    for name in ("weights", "data", "images"):
+        value = getattr(config, name)
+        if value is not None and not Path(value).exists():
+            raise FileNotFoundError(f"--{name} {value}: no such file or folder")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def mixed_precision(amp: str, device: str):
+    """The autocast context factory and the gradient scaler (fp16 only) for ``amp`` on ``device``."""
+    device_type = torch.device(device).type
+    if amp == "auto":
+        if device_type != "cuda":
+            return nullcontext, None
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "off":
+        return nullcontext, None
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    # bf16 keeps float32's exponent range, so only fp16 needs its gradients scaled.
+    scaler = torch.amp.GradScaler(device_type) if amp == "fp16" else None
+    return partial(torch.autocast, device_type, dtype=dtype), scaler
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Split:
+    """A split ready for the text tower: image features and the two texts' token ids."""
+
+    examples: list[Example]
+    image_features: torch.Tensor  # (N, embed_dim), from the frozen vision tower
+    descriptions: torch.Tensor  # (N, context) token ids
+    captions: torch.Tensor  # (N, context) token ids
+
+
+def count_truncated(texts: list[str], context_length: int) -> int:
+    tokenizer = get_tokenizer()
+    return sum(len(tokenizer.encode(t)) + 2 > context_length for t in texts)
+
+
+def load_split(model: CLIP, data: Path, images: str | None, split: str, weights_id: str, device: str, autocast) -> Split:
+    """Read a Concadia split, encode its images (cached), tokenize its texts; report what was skipped."""
+    examples, skips = read_concadia(data, split, images)
+    features, ok = encode_images(model, [e.image_path for e in examples], weights_id, device=device,
+                                 autocast=autocast, desc=f"encoding {split} images")
+    if not ok.all():
+        skips.add("undecodable image", int((~ok).sum()))
+        keep = ok.nonzero().squeeze(1).tolist()
+        examples, features = [examples[i] for i in keep], features[ok]
+    if not examples:
+        raise DataError(f"no usable records in split {split!r} of {data}: {skips.summary()}")
+    print(f"{split}: {len(examples)} images; {skips.summary()}")
+    context = model.config.context_length
+    texts = [e.description for e in examples] + [e.caption for e in examples]
+    cut = count_truncated(texts, context)
+    if cut:
+        print(f"{split}: {cut} texts longer than {context} tokens were cut to {context}")
+    return Split(
+        examples,
+        features,
+        tokenize([e.description for e in examples], context, truncate=True),
+        tokenize([e.caption for e in examples], context, truncate=True),
+    )
+
+
+@torch.no_grad()
+def split_scores(model: CLIP, split: Split, device: str, autocast, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """C(im, des) and C(im, cap) for every image of a split, each (N,)."""
+    c_des, c_cap = [], []
+    for start in range(0, len(split.examples), batch_size):
+        rows = slice(start, start + batch_size)
+        image = split.image_features[rows].to(device)
+        texts = torch.cat([split.descriptions[rows], split.captions[rows]]).to(device)
+        with autocast():
+            des, cap = model.encode_text(texts).float().chunk(2)
+        c_des.append(score(image, des, model.logit_scale).cpu())
+        c_cap.append(score(image, cap, model.logit_scale).cpu())
+    return torch.cat(c_des), torch.cat(c_cap)
+
+
+def split_accuracy(model: CLIP, split: Split, device: str, autocast) -> float:
+    return preference_accuracy(*split_scores(model, split, device, autocast))
+
+
+@dataclass
+class TaskData:
+    task: TransferTask
+    image_features: torch.Tensor  # (N, embed_dim)
+
+
+def load_tasks(model: CLIP, folders, weights_id: str, device: str, autocast) -> list[TaskData]:
+    loaded = []
+    for folder in folders:
+        task = read_food101_layout(folder)
+        features, ok = encode_images(model, task.image_paths, weights_id, device=device, autocast=autocast,
+                                     desc=f"encoding {task.name} images")
+        if not ok.all():
+            print(f"transfer task {task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out")
+        labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
+        loaded.append(TaskData(replace(task, labels=labels), features[ok]))
+    return loaded
+
+
+@torch.no_grad()
+def transfer_f1(model: CLIP, tasks: list[TaskData], template: str, device: str, autocast) -> dict[str, float]:
+    scores = {}
+    for data in tasks:
+        with autocast():
+            classes = class_text_features(model, data.task.classes, template, device)
+        scores[data.task.name] = zero_shot_f1(data.image_features.to(device), data.task.labels, classes)
+    return scores
+
+
+def trainable_parameters(model: CLIP, config: TrainConfig) -> list[torch.nn.Parameter]:
+    """Freeze what the setting keeps fixed and return what it trains."""
+    if config.finetune == "lora":
+        apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets, config.towers)
+        return [p for p in model.parameters() if p.requires_grad]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # Full fine-tuning trains the text tower (and the vision tower with --towers both); the
+    # temperature stays fixed: it scales both scores alike and cannot change a preference.
+    towers = [model.token_embedding, model.transformer, model.ln_final]
+    if config.towers == "both":
+        towers.append(model.visual)
+    for module in towers:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    model.positional_embedding.requires_grad_(True)
+    model.text_projection.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image: torch.Tensor,
+              descriptions: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+    """The objective on one batch: image features (B, embed_dim), token ids (B, context) each."""
+    logit_scale = model.logit_scale
+    if config.objective == "behavioral":
+        des, cap = model.encode_text(torch.cat([descriptions, captions])).float().chunk(2)
+        return behavioral_loss(score(image, cap, logit_scale), score(image, des, logit_scale))
+    cap, des, cap_with_des, des_with_cap = (
+        t.float() for t in interchange_features(model, rotation, captions, descriptions, config.layer, config.intervention_size)
+    )
+    c_cap, c_des = score(image, cap, logit_scale), score(image, des, logit_scale)
+    l_iit = iit_loss(c_cap, score(image, cap_with_des, logit_scale), c_des, score(image, des_with_cap, logit_scale))
+    if config.objective == "iit-das":
+        return l_iit
+    return joint_loss(l_iit, behavioral_loss(c_cap, c_des), config.joint_alpha)
+
+
+def batch_images(model: CLIP, split: Split, rows: torch.Tensor, config: TrainConfig, device: str) -> torch.Tensor:
+    """Image features of the batch: cached ones, or (with --towers both) fresh from the vision tower."""
+    if config.towers == "text":
+        return split.image_features[rows].to(device)
+    resolution = model.config.image_resolution
+    pixels = torch.stack([preprocess(load_image(split.examples[i].image_path), resolution) for i in rows.tolist()])
+    return model.encode_image(pixels.to(device)).float()
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> dict:
+    """Fine-tune ``weights`` on the Concadia folder ``data``; return the summary (also written to disk)."""
+    device = resolve_device(config.device)
+    autocast, scaler = mixed_precision(config.amp, device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    model = load_clip(weights, device)
+    config = defaults(config, model.config.text_layers, model.config.text_width)
+    write_json(out / "config.json", {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)})
+    (out / "metrics.jsonl").write_text("")
+
+    weights_id = file_fingerprint(weights)
+    train, val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("train", "val", "test"))
+    task_data = load_tasks(model, tasks, weights_id, device, autocast)
+    template = PROMPTS[config.prompt]
+    accuracy_before = split_accuracy(model, test, device, autocast)
+    f1_before = transfer_f1(model, task_data, template, device, autocast)
+    print(f"before: test preference accuracy {accuracy_before:.3f}, transfer F1 {fmt(f1_before)}")
+
+    params = trainable_parameters(model, config)
+    rotation = None
+    if config.objective in ("iit-das", "joint"):
+        rotation = Rotation(model.config.text_width).to(device)
+        params += list(rotation.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.l2)
+    steps_per_epoch = math.ceil(len(train.examples) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+
+    def evaluate(step: int, loss: float | None) -> None:
+        model.eval()
+        f1 = transfer_f1(model, task_data, template, device, autocast)
+        record = dict(step=step, loss=loss, val_accuracy=split_accuracy(model, val, device, autocast),
+                      transfer_f1=f1, transfer_score=transfer_score(f1, f1_before))
+        append_jsonl(out / "metrics.jsonl", record)
+        model.train()
+
+    generator = torch.Generator().manual_seed(config.seed)
+    step, step_times, losses = 0, [], []
+    started = time.perf_counter()
+    evaluate(0, None)
+    model.train()
+    bar = tqdm(total=total, desc=f"training ({config.objective}, {config.finetune})", unit="step")
+    while step < total:
+        for rows in torch.randperm(len(train.examples), generator=generator).split(config.batch_size):
+            if step >= total:
+                break
+            tick = time.perf_counter()
+            with autocast():
+                image = batch_images(model, train, rows, config, device)
+                loss = step_loss(model, rotation, config, image, train.descriptions[rows].to(device), train.captions[rows].to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step + 1}: the {config.objective} loss is {loss.item()}; lower --lr or use --amp off")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            step += 1
+            step_times.append(time.perf_counter() - tick)
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{statistics.fmean(losses[-20:]):.3f}")
+            if step % config.eval_every == 0 and step < total:
+                evaluate(step, statistics.fmean(losses[-config.eval_every:]))
+    bar.close()
+    evaluate(step, statistics.fmean(losses[-config.eval_every:]) if losses else None)
+    model.eval()
+    accuracy = split_accuracy(model, test, device, autocast)
+    f1 = transfer_f1(model, task_data, template, device, autocast)
+    wall = time.perf_counter() - started
+    save_run(out, model, rotation, config)
+    summary = dict(
+        objective=config.objective, finetune=config.finetune, toy=config.toy, steps=step, wall_s=round(wall, 2),
+        step_time_s=statistics.median(step_times) if step_times else None,
+        concadia_accuracy_before=accuracy_before, concadia_accuracy=accuracy,
+        transfer_f1_before=f1_before, transfer_f1=f1, transfer_score=transfer_score(f1, f1_before),
+        test_images=len(test.examples), train_images=len(train.examples),
+    )
+    write_json(out / "summary.json", summary)
+    print(f"after {step} steps: test preference accuracy {accuracy_before:.3f} -> {accuracy:.3f}, "
+          f"transfer F1 {fmt(f1)}, transfer score {summary['transfer_score'] if summary['transfer_score'] is None else round(summary['transfer_score'], 3)}")
+    print(f"wrote {out / 'summary.json'}")
+    return summary
+
+
+def save_run(out: Path, model: CLIP, rotation: Rotation | None, config: TrainConfig) -> None:
+    """Adapters (LoRA and rotation) apart from the frozen weights; the whole model for full fine-tuning."""
+    adapters = {}
+    if config.finetune == "lora":
+        adapters["lora"] = lora_state_dict(model)
+    else:
+        save_clip(model, out / "weights.pt")
+    if rotation is not None:
+        adapters["rotation"] = {k: v.detach().cpu() for k, v in rotation.state_dict().items()}
+    if adapters:
+        atomic_save(adapters, out / "adapters.pt")
+
+
+def fmt(f1: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.3f}" for name, value in f1.items()) or "(no transfer tasks)"

@@ -1,0 +1,213 @@
+"""Zero-shot transfer: does the fine-tuned CLIP still classify images it was never trained on?
+
+A task is a list of images with integer labels and the class names. The prediction for an
+image is the class whose prompt ("An image of {class}") has the highest cosine with it, and
+the score is macro-F1 (Appendix C). The paper's three tasks come in three released layouts,
+each with a reader here; :func:`read_task` tells them apart. The toy world writes its tasks in
+Food-101's layout.
+
+    Food-101    meta/classes.txt, meta/<split>.txt, images/<class>/<id>.jpg
+    CIFAR-100   cifar-100-python/{train,test,meta}: pickled dicts, the images as uint8 arrays
+    ImageNet    val/<synset>/<image>.JPEG, one folder per class, names in LOC_synset_mapping.txt
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import DataError
+from .features import encode_arrays, encode_images
+from .metrics import macro_f1
+from .model import CLIP
+from .tokenizer import tokenize
+
+# The paper's text says "An image of ___"; the authors' code used the other two.
+PROMPTS = {
+    "paper": "An image of {}",
+    "photo": "a photo of a {}",
+    "picture": "A picture of {}",
+}
+
+
+@dataclass(frozen=True)
+class TransferTask:
+    """A zero-shot classification task: images, their labels, and the class names."""
+
+    name: str
+    classes: list[str]  # class names as they go into the prompt
+    image_paths: list[Path]  # empty when the images are held in ``pixels``
+    labels: list[int]  # index into classes, one per image
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, H, W, 3) uint8 (CIFAR)
+
+
+def read_food101_layout(root: str | Path, split: str = "test", name: str | None = None) -> TransferTask:
+    """Read Food-101's released layout: meta/classes.txt, meta/<split>.txt, images/<class>/<id>.jpg."""
+    root = Path(root)
+    classes_file, split_file = root / "meta" / "classes.txt", root / "meta" / f"{split}.txt"
+    for needed in (classes_file, split_file):
+        if not needed.is_file():
+            raise DataError(f"{root} is not a Food-101-style task folder: {needed} is missing")
+    folders = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+    index = {folder: i for i, folder in enumerate(folders)}
+    paths, labels = [], []
+    for line in split_file.read_text().splitlines():
+        entry = line.strip()
+        if not entry:
+            continue
+        folder = entry.split("/", 1)[0]
+        if folder not in index:
+            raise DataError(f"{split_file}: {entry!r} names class {folder!r}, which classes.txt does not list")
+        paths.append(root / "images" / f"{entry}.jpg")
+        labels.append(index[folder])
+    classes = [folder.replace("_", " ") for folder in folders]
+    return TransferTask(name or root.name, classes, paths, labels)
+
+
+def read_task(path: str | Path, split: str = "test") -> TransferTask:
+    """Read a task folder in any of the three released layouts, told apart by their files."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"transfer task folder not found: {path}")
+    for root in (path, path / "food-101"):
+        if (root / "meta" / "classes.txt").is_file():
+            return read_food101_layout(root, split, name=path.name)
+    for root in (path, path / "cifar-100-python"):
+        if (root / "meta").is_file():
+            return read_cifar100(root, split)
+    if any(SYNSET.fullmatch(child.name) for child in path.iterdir() if child.is_dir()):
+        return read_imagenet_layout(path)
+    raise DataError(
+        f"{path}: not a transfer task folder in a known layout; expected Food-101's meta/classes.txt, "
+        "CIFAR-100's cifar-100-python/{test,meta}, or ImageNet's n01440764/-style class folders"
+    )
+
+
+def read_cifar100(root: str | Path, split: str = "test", name: str = "cifar100") -> TransferTask:
+    """Read the CIFAR-100 python release: ``<split>`` and ``meta``, pickles of dicts with bytes keys.
+
+    b"data" is uint8 (N, 3072): per image the 1024 red values, then green, then blue, each a
+    32 x 32 image in row-major order. Labels are b"fine_labels", names meta's b"fine_label_names".
+    """
+    root = Path(root)
+    data_file, meta_file = root / split, root / "meta"
+    if not data_file.is_file():
+        raise DataError(f"{root} is a CIFAR-100 folder without the split file {split!r}; use --split test or train")
+    batch, meta = load_cifar_pickle(data_file), load_cifar_pickle(meta_file)
+    if not isinstance(batch, dict) or not {b"data", b"fine_labels"} <= batch.keys():
+        raise DataError(f"{data_file}: not a CIFAR-100 batch (a dict with b'data' and b'fine_labels'); re-download it")
+    if not isinstance(meta, dict) or b"fine_label_names" not in meta:
+        raise DataError(f"{meta_file}: not CIFAR-100's meta file (a dict with b'fine_label_names'); re-download it")
+    data, labels = batch[b"data"], list(batch[b"fine_labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{data_file}: b'data' is not a uint8 array of shape (N, 3072); re-download it")
+    if len(labels) != len(data):
+        raise DataError(f"{data_file}: {len(data)} images but {len(labels)} labels; re-download it")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"fine_label_names"]]
+    pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3, 32, 32) -> (N, 32, 32, 3)
+    classes = [n.replace("_", " ") for n in names]
+    return TransferTask(name, classes, [], [int(label) for label in labels], np.ascontiguousarray(pixels))
+
+
+try:  # numpy 2 renamed numpy.core to numpy._core
+    from numpy._core.multiarray import _reconstruct
+except ImportError:
+    from numpy.core.multiarray import _reconstruct
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, strings, numbers and numpy arrays, and nothing else.
+
+    Unpickling calls whatever callables a file names, so ``pickle.load`` on a downloaded file
+    can run any code. The CIFAR pickles hold plain containers plus numpy arrays, and an array
+    is rebuilt by calling exactly three globals: ``_reconstruct`` (from ``numpy.core.multiarray``
+    in files written before numpy 2, as the released ones were, ``numpy._core.multiarray``
+    after), the ``ndarray`` class it is handed, and ``dtype``. Every other global is refused.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return self.ALLOWED[module, name]
+
+
+def load_cifar_pickle(path: Path) -> object:
+    """Unpickle one CIFAR file with :class:`CifarUnpickler`; Python 2 strings become bytes, as released."""
+    try:
+        with open(path, "rb") as file:
+            return CifarUnpickler(file, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{path}: refused or unreadable pickle ({err}); a CIFAR-100 file needs only numpy arrays, so re-download it") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise DataError(f"{path}: not a readable CIFAR pickle ({type(err).__name__}: {err}); re-download it") from None
+
+
+SYNSET = re.compile(r"n\d{8}")
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTask:
+    """Read ImageNet's validation set sorted into one folder per synset (n01440764/, ...).
+
+    Classes are the synsets of LOC_synset_mapping.txt (in the folder or its parent), in file
+    order; a line is "n01440764 tench, Tinca tinca" and the prompt takes the first name, "tench".
+    """
+    root = Path(root)
+    mapping = next((p for p in (root / SYNSET_MAPPING, root.parent / SYNSET_MAPPING) if p.is_file()), None)
+    if mapping is None:
+        raise DataError(f"{root}: ImageNet class folders but no {SYNSET_MAPPING} in it or its parent; put the file from the ILSVRC release there")
+    synsets, classes = [], []
+    for number, line in enumerate(mapping.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        synset, _, names = line.strip().partition(" ")
+        if not SYNSET.fullmatch(synset) or not names.strip():
+            raise DataError(f"{mapping}:{number}: expected 'n01440764 tench, Tinca tinca', got {line.strip()!r}")
+        synsets.append(synset)
+        classes.append(names.split(",")[0].strip())
+    index = {synset: i for i, synset in enumerate(synsets)}
+    paths, labels = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and SYNSET.fullmatch(p.name)):
+        if folder.name not in index:
+            raise DataError(f"{folder}: synset {folder.name} is not in {mapping}; use the mapping file of the same release")
+        for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            paths.append(image)
+            labels.append(index[folder.name])
+    if not paths:
+        raise DataError(f"{root}: the class folders hold no .JPEG/.jpg/.png images")
+    return TransferTask(name, classes, paths, labels)
+
+
+def encode_task(model: CLIP, task: TransferTask, weights_id: str, device: str = "cpu", autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached image features (N, embed_dim) of a task and the mask (N,) of images that decoded."""
+    desc = f"encoding {task.name} images"
+    if task.pixels is not None:
+        return encode_arrays(model, task.pixels, weights_id, device=device, autocast=autocast, desc=desc)
+    return encode_images(model, task.image_paths, weights_id, device=device, autocast=autocast, desc=desc)
+
+
+@torch.no_grad()
+def class_text_features(model: CLIP, classes: list[str], template: str, device: str = "cpu") -> torch.Tensor:
+    """Normalised text features (n_classes, embed_dim) of the class prompts."""
+    tokens = tokenize([template.format(c) for c in classes], model.config.context_length).to(device)
+    return F.normalize(model.encode_text(tokens).float(), dim=-1)
+
+
+def zero_shot_f1(image_features: torch.Tensor, labels: list[int], class_features: torch.Tensor) -> float:
+    """Macro-F1 of argmax_c cos(image, prompt_c) over the task's images."""
+    predictions = (F.normalize(image_features.float(), dim=-1) @ class_features.T).argmax(dim=-1)
+    return macro_f1(np.asarray(labels), predictions.cpu().numpy(), class_features.shape[0])
