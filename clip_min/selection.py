@@ -1,0 +1,465 @@
+"""Model selection (Appendix C), Table 1, and Figures 3 and 4, from the run folders train.py writes.
+
+A run logs an evaluation every few steps (metrics.jsonl): the Concadia validation preference
+accuracy and the zero-shot macro-F1 of each transfer task. Appendix C picks one step per run:
+
+    recovery_task   = F1_task / F1_task(base CLIP)
+    transfer score  = mean over tasks of recovery_task
+    trade-off       = a * accuracy + (1 - a) * transfer score,   a = 0.9
+
+and the step with the highest trade-off is the run's model. The base is the run's step-0
+evaluation (the model before any update; summary.json's numbers if step 0 was not logged), and
+it is not itself a candidate. Runs with the same objective and fine-tuning are seeds of one
+setting; Table 1 gives each setting's mean over seeds with a 95% t interval.
+
+Two caveats, both because a run keeps only its last weights: the table's accuracy is the
+*validation* accuracy logged at the selected step (the paper reports test accuracy of the
+selected checkpoint), and its transfer numbers are those logged at that step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import stats
+
+from . import pipeline
+from .metrics import transfer_score, trade_off
+from .runs import RunError, read_run_config
+from .training import TrainConfig
+
+# The paper's four settings, in Table 1's order; other objectives follow them.
+SETTINGS = (("behavioral", "full"), ("behavioral", "lora"), ("iit-das", "full"), ("iit-das", "lora"))
+OBJECTIVE_NAMES = {"behavioral": "Behavioral", "iit-das": "IIT-DAS", "joint": "Joint", "clip": "Contrastive"}
+FINETUNE_NAMES = {"full": "full", "lora": "LoRA"}
+PALETTE = {
+    ("behavioral", "full"): (31, 119, 180),
+    ("behavioral", "lora"): (255, 127, 14),
+    ("iit-das", "full"): (44, 160, 44),
+    ("iit-das", "lora"): (214, 39, 40),
+    ("joint", "full"): (148, 103, 189),
+    ("joint", "lora"): (140, 86, 75),
+}
+OTHER_COLOURS = ((227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+BASE_COLOUR = (0, 0, 0)
+
+
+@dataclass
+class StepScore:
+    """One logged evaluation, scored for Appendix C."""
+
+    step: int
+    accuracy: float  # Concadia validation preference accuracy, in [0, 1]
+    f1: dict[str, float]  # macro-F1 per transfer task
+    recovery: dict[str, float]  # F1 / base F1 per task
+    transfer_score: float | None  # mean recovery; None without transfer tasks
+    trade_off: float  # a * accuracy + (1 - a) * transfer score (accuracy alone without transfer tasks)
+
+
+@dataclass
+class RunLog:
+    """A run's evaluations, scored."""
+
+    folder: Path
+    objective: str
+    finetune: str
+    seed: int | None
+    base: StepScore  # the model before training
+    steps: list[StepScore]  # the evaluations after training began, by step
+
+    @property
+    def setting(self) -> tuple[str, str]:
+        return self.objective, self.finetune
+
+    @property
+    def best(self) -> StepScore:
+        """Appendix C: the step with the highest trade-off (the earliest of a tie)."""
+        return max(self.steps, key=lambda s: (s.trade_off, -s.step))
+
+
+def recovery(f1: dict[str, float], base_f1: dict[str, float]) -> dict[str, float]:
+    """Appendix C: model F1 / base CLIP F1, per task (tasks the base scores 0 on are left out)."""
+    return {task: value / base_f1[task] for task, value in f1.items() if base_f1.get(task)}
+
+
+def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float) -> StepScore:
+    """Recovery, transfer score and trade-off of one evaluation."""
+    transfer = transfer_score(f1, base_f1)
+    combined = accuracy if transfer is None else trade_off(accuracy, transfer, a)
+    return StepScore(step, accuracy, dict(f1), recovery(f1, base_f1), transfer, combined)
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """metrics.jsonl as a list of records sorted by step."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        raise RunError(f"{folder}: metrics.jsonl is missing; is it a train.py run folder?")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records.append(dict(step=int(record["step"]), val_accuracy=float(record["val_accuracy"]),
+                                transfer_f1={k: float(v) for k, v in (record.get("transfer_f1") or {}).items()}))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise RunError(f"{path}, line {number}: not an evaluation record (step, val_accuracy, transfer_f1); "
+                           f"the file is damaged") from None
+    return sorted(records, key=lambda r: r["step"])
+
+
+def read_run(folder: str | Path, a: float = 0.9) -> RunLog:
+    """Read a run folder and score every evaluation it logged."""
+    folder = Path(folder)
+    config = read_run_config(folder)
+    records = read_metrics(folder)
+    summary_path = folder / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise RunError(f"{summary_path} is not valid JSON ({err.msg}); the run folder is damaged") from None
+    if records and records[0]["step"] == 0:
+        first = records.pop(0)
+        base_accuracy, base_f1 = first["val_accuracy"], first["transfer_f1"]
+    elif "transfer_f1_before" in summary:
+        # No step-0 evaluation: the summary's numbers, whose accuracy is on the test split.
+        base_accuracy, base_f1 = float(summary["concadia_accuracy_before"]), summary["transfer_f1_before"]
+    else:
+        raise RunError(f"{folder}: no step-0 evaluation in metrics.jsonl and no summary.json, so no base to compare with")
+    if not records:
+        raise RunError(f"{folder}: no evaluation after step 0 in metrics.jsonl; has the run started training?")
+    return RunLog(
+        folder,
+        str(config.get("objective")),
+        str(config.get("finetune")),
+        config.get("seed"),
+        score_step(0, base_accuracy, base_f1, base_f1, a),
+        [score_step(r["step"], r["val_accuracy"], r["transfer_f1"], base_f1, a) for r in records],
+    )
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders: each path that holds a metrics.jsonl, or the folders below it that do."""
+    found = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RunError(f"run folder not found: {path}")
+        below = sorted(p.parent for p in path.rglob("metrics.jsonl"))
+        if not below:
+            raise RunError(f"{path}: no train.py run in it or below it (no metrics.jsonl)")
+        found += [p for p in below if p not in found]
+    return found
+
+
+# ---- Table 1 ----------------------------------------------------------------------------------
+
+
+def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float | None]:
+    """Mean and the half-width of its t interval (n - 1 degrees of freedom); None for a single value."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None
+    sem = values.std(ddof=1) / math.sqrt(len(values))
+    return mean, float(stats.t.ppf((1 + level) / 2, len(values) - 1) * sem)
+
+
+@dataclass
+class Row:
+    """One line of Table 1: a setting's mean (and interval half-width) over its runs."""
+
+    label: str
+    setting: tuple[str, str] | None  # None for the base model
+    n: int  # runs
+    accuracy: tuple[float, float | None]
+    f1: dict[str, tuple[float, float | None]]
+    transfer_score: tuple[float, float | None] | None
+
+
+def setting_label(setting: tuple[str, str]) -> str:
+    objective, finetune = setting
+    return f"{OBJECTIVE_NAMES.get(objective, objective)} ({FINETUNE_NAMES.get(finetune, finetune)})"
+
+
+def _setting_order(setting: tuple[str, str]) -> tuple:
+    return (SETTINGS.index(setting), "") if setting in SETTINGS else (len(SETTINGS), setting)
+
+
+def _row(label: str, setting, scores: list[StepScore], level: float) -> Row:
+    tasks = list(dict.fromkeys(task for s in scores for task in s.f1))
+    transfers = [s.transfer_score for s in scores if s.transfer_score is not None]
+    return Row(
+        label, setting, len(scores),
+        mean_interval([s.accuracy for s in scores], level),
+        {task: mean_interval([s.f1[task] for s in scores if task in s.f1], level) for task in tasks},
+        mean_interval(transfers, level) if transfers else None,
+    )
+
+
+def table_rows(runs: list[RunLog], level: float = 0.95) -> list[Row]:
+    """Table 1: the base model, then each setting at its runs' selected steps."""
+    rows = [_row("CLIP (base)", None, [run.base for run in runs], level)]
+    settings = sorted({run.setting for run in runs}, key=_setting_order)
+    for setting in settings:
+        rows.append(_row(setting_label(setting), setting, [run.best for run in runs if run.setting == setting], level))
+    return rows
+
+
+def format_table(rows: list[Row], level: float = 0.95) -> str:
+    """Table 1's layout in markdown: accuracy, macro-F1 per task, transfer score; percent, mean ± half-width."""
+    tasks = list(dict.fromkeys(task for row in rows for task in row.f1))
+
+    def cell(value: tuple[float, float | None] | None) -> str:
+        if value is None:
+            return "—"
+        mean, half = value
+        return f"{100 * mean:.1f}" if half is None else f"{100 * mean:.1f} ± {100 * half:.1f}"
+
+    header = ["model", "runs", "Desc>Cap acc."] + [f"{task} F1" for task in tasks] + ["transfer score"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for row in rows:
+        cells = [row.label, str(row.n), cell(row.accuracy)] + [cell(row.f1.get(task)) for task in tasks]
+        lines.append("| " + " | ".join(cells + [cell(row.transfer_score)]) + " |")
+    notes = ["Percent. Desc>Cap acc.: Concadia validation accuracy at each run's selected step; F1: zero-shot "
+             "macro-F1; transfer score: mean F1 recovery relative to the base."]
+    if any(row.n > 1 for row in rows):
+        notes.append(f"± is the half-width of a {100 * level:.0f}% t interval over runs (n - 1 degrees of freedom).")
+    if any(row.n == 1 for row in rows):
+        notes.append("Rows with one run have no interval: an interval needs two or more runs (seeds).")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
+
+# ---- figures (PIL only) ---------------------------------------------------------------------
+
+
+def _font(size: int = 13):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high]: steps of 1, 2 or 5 times a power of ten."""
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _limits(values: list[float], pad: float = 0.08) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        spread = max(abs(high) * 0.05, 0.01)
+        return low - spread, high + spread
+    margin = (high - low) * pad
+    return low - margin, high + margin
+
+
+class Panel:
+    """A plot area on an image: data coordinates to pixels, a frame with ticks, lines and dots."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], xlim, ylim,
+                 title: str, xlabel: str, ylabel: str):
+        self.draw, self.box, self.xlim, self.ylim = draw, box, xlim, ylim
+        left, top, right, bottom = box
+        font, small = _font(14), _font(12)
+        for x in nice_ticks(*xlim):
+            px, _ = self.xy(x, ylim[0])
+            draw.line([(px, bottom), (px, bottom + 4)], fill=(0, 0, 0))
+            draw.line([(px, top + 1), (px, bottom - 1)], fill=(235, 235, 235))
+            draw.text((px, bottom + 6), f"{x:g}", fill=(0, 0, 0), font=small, anchor="mt")
+        for y in nice_ticks(*ylim):
+            _, py = self.xy(xlim[0], y)
+            draw.line([(left - 4, py), (left, py)], fill=(0, 0, 0))
+            draw.line([(left + 1, py), (right - 1, py)], fill=(235, 235, 235))
+            draw.text((left - 6, py), f"{y:g}", fill=(0, 0, 0), font=small, anchor="rm")
+        draw.rectangle(box, outline=(0, 0, 0))  # after the grid lines, so they stay inside
+        draw.text(((left + right) / 2, top - 26), title, fill=(0, 0, 0), font=font, anchor="mb")
+        draw.text((left, top - 8), ylabel, fill=(60, 60, 60), font=small, anchor="lb")
+        draw.text(((left + right) / 2, bottom + 24), xlabel, fill=(60, 60, 60), font=small, anchor="mt")
+
+    def xy(self, x: float, y: float) -> tuple[float, float]:
+        left, top, right, bottom = self.box
+        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
+        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
+        return left + fx * (right - left), bottom - fy * (bottom - top)
+
+    def line(self, xs: list[float], ys: list[float], colour, width: int = 2) -> None:
+        points = [self.xy(x, y) for x, y in zip(xs, ys)]
+        if len(points) > 1:
+            self.draw.line(points, fill=colour, width=width, joint="curve")
+
+    def dot(self, x: float, y: float, colour, radius: int = 5) -> None:
+        px, py = self.xy(x, y)
+        self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour, outline=(255, 255, 255))
+
+
+def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
+    font = _font(13)
+    for i, (label, colour) in enumerate(entries):
+        top = y + 22 * i
+        draw.rectangle([x, top, x + 14, top + 14], fill=colour)
+        draw.text((x + 22, top + 7), label, fill=(0, 0, 0), font=font, anchor="lm")
+
+
+def setting_colours(runs: list[RunLog]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    settings = sorted({run.setting for run in runs}, key=_setting_order)
+    others = iter(OTHER_COLOURS * len(settings))
+    return {s: PALETTE.get(s) or next(others) for s in settings}
+
+
+def figure_training(runs: list[RunLog], path: str | Path) -> Path:
+    """Figure 3: validation accuracy and transfer score against the step, one line per run, base at step 0."""
+    colours = setting_colours(runs)
+    image = Image.new("RGB", (1180, 470), "white")
+    draw = ImageDraw.Draw(image)
+    steps = [0] + [s.step for run in runs for s in run.steps]
+    xlim = (0, max(steps) * 1.02 or 1)
+    panels = [("Concadia Desc>Cap accuracy", "accuracy (%)", lambda s: s.accuracy),
+              ("Transfer", "transfer score (% of base)", lambda s: s.transfer_score)]
+    for index, (title, ylabel, value) in enumerate(panels):
+        series = [[(s.step, value(s)) for s in [run.base] + run.steps if value(s) is not None] for run in runs]
+        ys = [100 * y for points in series for _, y in points] or [0.0, 100.0]
+        left = 70 + index * 470
+        panel = Panel(draw, (left, 60, left + 400, 400), xlim, _limits(ys), title, "training step", ylabel)
+        for run, points in zip(runs, series):
+            panel.line([x for x, _ in points], [100 * y for _, y in points], colours[run.setting])
+            best = run.best
+            if value(best) is not None:
+                panel.dot(best.step, 100 * value(best), colours[run.setting], radius=4)
+    _legend(draw, 980, 70, [(setting_label(s), c) for s, c in colours.items()])
+    draw.text((980, 70 + 22 * len(colours) + 10), "dot: selected step", fill=(60, 60, 60), font=_font(12))
+    return _save(image, path)
+
+
+def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
+    """Figure 4: transfer score against accuracy at each run's selected step; the base for reference."""
+    colours = setting_colours(runs)
+    points = [(run.setting, run.best) for run in runs if run.best.transfer_score is not None]
+    base = [run.base for run in runs if run.base.transfer_score is not None]
+    image = Image.new("RGB", (860, 560), "white")
+    draw = ImageDraw.Draw(image)
+    xs = [100 * s.accuracy for _, s in points] + [100 * s.accuracy for s in base] or [0.0, 100.0]
+    ys = [100 * s.transfer_score for _, s in points] + [100 * s.transfer_score for s in base] or [0.0, 100.0]
+    panel = Panel(draw, (80, 60, 600, 480), _limits(xs), _limits(ys), "Accuracy and transfer at the selected step",
+                  "Concadia Desc>Cap accuracy (%)", "transfer score (% of base)")
+    for s in base:
+        panel.dot(100 * s.accuracy, 100 * s.transfer_score, BASE_COLOUR)
+    for setting, s in points:
+        panel.dot(100 * s.accuracy, 100 * s.transfer_score, colours[setting], radius=6)
+    _legend(draw, 630, 70, [("CLIP (base)", BASE_COLOUR)] + [(setting_label(s), c) for s, c in colours.items()])
+    return _save(image, path)
+
+
+def _save(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def report(runs: list[RunLog], a: float, out: str | Path | None) -> str:
+    """Print each run's selected step and Table 1; write the table and Figures 3 and 4 into ``out``."""
+    for run in runs:
+        best = run.best
+        transfer = "—" if best.transfer_score is None else f"{100 * best.transfer_score:.1f}%"
+        print(f"{run.folder}: {setting_label(run.setting)}, seed {run.seed}: step {best.step} of "
+              f"{run.steps[-1].step}, accuracy {100 * best.accuracy:.1f}%, transfer score {transfer}, "
+              f"trade-off {best.trade_off:.4f}")
+    table = format_table(table_rows(runs))
+    print(f"\nTable 1 (model selection: a = {a} in a * accuracy + (1 - a) * transfer score)\n\n{table}")
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table1.md").write_text(table + "\n")
+        selection = [dict(folder=str(run.folder), objective=run.objective, finetune=run.finetune, seed=run.seed,
+                          step=run.best.step, accuracy=run.best.accuracy, transfer_f1=run.best.f1,
+                          transfer_score=run.best.transfer_score, trade_off=run.best.trade_off) for run in runs]
+        (out / "selection.json").write_text(json.dumps(dict(a=a, runs=selection), indent=2) + "\n")
+        written = [out / "table1.md", out / "selection.json",
+                   figure_training(runs, out / "figure3_training.png"), figure_tradeoff(runs, out / "figure4_tradeoff.png")]
+        print("\nwrote " + ", ".join(str(p) for p in written))
+    return table
+
+
+def _check_a(a: float) -> None:
+    if not 0 <= a <= 1:
+        raise ValueError(f"--a must be in [0, 1] (Appendix C uses 0.9), got {a}")
+
+
+def select_command(args) -> int:
+    """``select``: Appendix C on existing runs."""
+    _check_a(args.a)
+    runs = [read_run(folder, args.a) for folder in find_runs(args.runs)]
+    report(runs, args.a, args.out)
+    return 0
+
+
+def toy_configs(seeds: int, out: str | Path, **options) -> list[TrainConfig]:
+    """The paper's four settings for each seed on the toy world, each in out/<objective>-<finetune>/seed<N>."""
+    return [TrainConfig(objective=objective, finetune=finetune, seed=seed,
+                        out=str(Path(out) / f"{objective}-{finetune}" / f"seed{seed}"), **options)
+            for seed in range(seeds) for objective, finetune in SETTINGS]
+
+
+def table_command(args) -> int:
+    """``table --toy``: train the four settings for each seed, then select and tabulate."""
+    if not args.toy:
+        raise ValueError("table trains the paper's four settings on the toy world: pass --toy; for runs you trained "
+                         "yourself, use `select --runs FOLDER ...`")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    _check_a(args.a)
+    options = dict(max_steps=args.max_steps, epochs=args.epochs, eval_every=args.eval_every,
+                   device=args.device, amp=args.amp)
+    configs = toy_configs(args.seeds, args.out, **options)
+    for config in configs:
+        folder = Path(config.out)
+        request = json.dumps({**options, "seed": config.seed}, sort_keys=True)
+        stamp = folder / "table_request.json"
+        if (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request:
+            print(f"{folder}: finished earlier with the same options; reused (delete it to train again)")
+            continue
+        print(f"\n=== {setting_label((config.objective, config.finetune))}, seed {config.seed} -> {folder}")
+        pipeline.run(config)
+        stamp.write_text(request)
+    runs = [read_run(config.out, args.a) for config in configs]
+    report(runs, args.a, args.out)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Add ``select`` and ``table`` to eval.py's subcommands."""
+    p = subparsers.add_parser("select", help="Appendix C model selection over runs; Table 1, Figures 3 and 4",
+                              description="For each run pick the step with the best a * accuracy + (1 - a) * "
+                                          "transfer score; print Table 1 (mean and 95% t interval over the runs of "
+                                          "each setting) and draw Figures 3 and 4.")
+    p.add_argument("--runs", nargs="+", required=True, help="run folders, or folders holding run folders")
+    p.add_argument("--a", type=float, default=0.9, help="weight of accuracy in the trade-off (default 0.9)")
+    p.add_argument("--out", default="runs/selection", help="where to write table1.md, selection.json and the figures")
+    p.set_defaults(func=select_command)
+
+    p = subparsers.add_parser("table", help="train the paper's four settings on the toy world and print Table 1",
+                              description="Behavioral and IIT-DAS, each with full fine-tuning and LoRA, for --seeds "
+                                          "seeds on the toy world; then `select` over them. Finished runs with the "
+                                          "same options are reused.")
+    p.add_argument("--toy", action="store_true", help="train on the toy world (the only world `table` trains on)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per setting (default 3; the paper: 5)")
+    p.add_argument("--out", default="runs/table", help="run folders go to OUT/<objective>-<finetune>/seed<N>")
+    p.add_argument("--a", type=float, default=0.9, help="weight of accuracy in the trade-off (default 0.9)")
+    p.add_argument("--max-steps", type=int, help="cap each run's optimizer steps")
+    p.add_argument("--epochs", type=int, help="passes over the toy training split (default: the toy default)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the toy default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.set_defaults(func=table_command)
