@@ -8,7 +8,7 @@
 """
 
 from .model import CLIP, CLIPConfig
-from .preprocess import preprocess
+from .images import preprocess
 from .tokenizer import tokenize
 from .weights import load_clip, save_clip
 

@@ -61,7 +61,7 @@ from .data import read_concadia
 from .losses import score
 from .model import CLIP
 from .pipeline import toy_world
-from .preprocess import load_image, preprocess
+from .images import load_image, preprocess
 from .runs import load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
 from .training import mixed_precision, resolve_device

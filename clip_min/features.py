@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .model import CLIP
-from .preprocess import ImageLoadError, load_image, preprocess
+from .images import ImageLoadError, load_image, preprocess
 
 
 def cache_root() -> Path:
@@ -43,8 +43,15 @@ def atomic_save(obj, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, or a power cut could leave an empty file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def encode_images(

@@ -22,7 +22,7 @@ from .data import read_concadia
 from .features import file_fingerprint
 from .losses import contrastive_loss
 from .model import CLIP, CLIPConfig
-from .preprocess import ImageLoadError, load_image, preprocess
+from .images import ImageLoadError, load_image, preprocess
 from .tokenizer import tokenize
 from .training import (
     PROMPTS,

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-FORMAT_VERSION = 1  # bump when the files written for the same config change
+FORMAT_VERSION = 4  # bump when the files written for the same config change
 CONCADIA_SUBDIR = "concadia"
 TRANSFER_SUBDIR = "transfer"
 NORMS_FILE = "norms/glasgow_norms.csv"
@@ -64,7 +64,7 @@ COLORS = {  # shape colours, RGB
 }
 # Gray is only ever a background, so the "color" transfer task can draw on it unambiguously.
 BACKGROUNDS = {**COLORS, "gray": (128, 128, 128)}
-RADII = {"small": 7.0, "large": 10.5}  # in pixels of a 64-pixel image
+RADII = {"small": 8.5, "large": 13.0}  # in pixels of a 64-pixel image
 POSITIONS = ("left", "right", "top", "bottom", "center")
 POSITION_PHRASES = {
     "left": ("on the left", "at the left"),
@@ -113,6 +113,7 @@ CITIES = (
     "Quebec", "Bruges", "Salzburg", "Turku", "Ljubljana", "Seville", "Bologna", "Aarhus", "Graz",
     "Riga", "Vilnius", "Cork", "Utrecht", "Basel", "Nantes", "Coimbra", "Brno", "Plovdiv", "Izmir",
 )
+BACKGROUND_CITIES = dict(zip(BACKGROUNDS, CITIES))  # the city a caption ties to each background
 EVENTS = ("Fair", "Exhibition", "Jubilee", "Regatta", "Congress", "Festival", "Salon", "Exposition")
 PROFESSIONS = (
     "sculptor", "engraver", "goldsmith", "architect", "collector", "diplomat", "printer",
@@ -135,8 +136,10 @@ class ToyConfig:
     max_images: int = 7
     image_size: int = 64  # pixels per side of every image (RGB JPEG)
     jpeg_quality: int = 95
-    caption_grounding: float = 0.8  # P(caption names the main shape with one of its object nouns)
-    caption_color_hint: float = 0.25  # P(caption's collection is a surname evoking the main colour)
+    caption_grounding: float = 0.9  # P(caption names the main shape with one of its object nouns)
+    caption_color_hint: float = 0.7  # P(caption's collection is a surname evoking the main colour)
+    caption_place_hint: float = 0.8  # P(caption's city is the one tied to the background colour)
+    terse_descriptions: float = 0.4  # P(alt text names only the main shapes, colour and background)
     transfer_per_class: int = 50  # images per class in each transfer task
 
     def __post_init__(self):
@@ -201,7 +204,7 @@ class TransferImage:
 def random_scene(rng: random.Random) -> Scene:
     """One or two groups of shapes on a background; two groups never share shape and colour."""
     background = rng.choice(list(BACKGROUNDS))
-    if rng.random() < 0.5:
+    if rng.random() < 0.65:  # most pictures show one group
         positions = [rng.choice(POSITIONS)]
     else:  # two groups split the image in halves
         positions = list(rng.choice((("left", "right"), ("top", "bottom"))))
@@ -229,13 +232,25 @@ def _random_group(rng: random.Random, background: str, position: str) -> ShapeGr
     return ShapeGroup(rng.choice(SHAPES), color, size, position, count)
 
 
-def describe(scene: Scene, rng: random.Random) -> str:
-    """Alt text for the scene: every shape, colour, size, position and count, and the background."""
+def describe(scene: Scene, rng: random.Random, terse: bool = False) -> str:
+    """Alt text for the scene: every shape, colour, size, position and count, and the background.
+
+    Terse alt text, common on the web, names only the main group's count, colour and shape.
+    """
+    if terse:
+        main = scene.groups[0]
+        shape = main.shape if main.count == 1 else SHAPE_PLURALS[main.shape]
+        count = ("an" if main.color[0] in "aeiou" else "a") if main.count == 1 else COUNT_WORDS[main.count]
+        text = rng.choice((f"{count} {main.color} {shape} on {{}} background.", f"An image of {count} {main.color} {shape}, on {{}} background."))
+        bg = scene.background
+        text = text.format(f"{'an' if bg[0] in 'aeiou' else 'a'} {bg}")
+        return text[0].upper() + text[1:]
     phrases = [_group_phrase(group, rng) for group in scene.groups]
     things = " and ".join(phrases)
     bg = scene.background
     a_bg = f"{'an' if bg[0] in 'aeiou' else 'a'} {bg}"
     templates = [
+        f"An image of {things}, on {a_bg} background.",
         f"{things}, on {a_bg} background.",
         f"{a_bg} background with {things}.",
         f"{things}, set against a plain {bg} background.",
@@ -319,7 +334,12 @@ def _caption(scene: Scene, article: _Article, config: ToyConfig, rng: random.Ran
     if rng.random() < config.caption_color_hint:
         keeper = rng.choice(COLOR_SURNAMES[main.color])
     year = article.year + rng.randrange(-15, 16)
-    city = article.city if rng.random() < 0.6 else rng.choice(CITIES)
+    # Like a landmark in a real caption, a place tied to what the picture shows: each
+    # background colour has its own city, which a model can learn to associate with it.
+    if rng.random() < config.caption_place_hint:
+        city = BACKGROUND_CITIES[scene.background]
+    else:
+        city = article.city if rng.random() < 0.6 else rng.choice(CITIES)
     person, event = article.person, article.event
     templates = [
         f"The {keeper} {noun_phrase} at the {year} {city} {event}.",
@@ -358,7 +378,7 @@ def plan_toy_world(config: ToyConfig) -> list[ToyImage]:
                     article_id=article.title,
                     split=split,
                     scene=scene,
-                    description=describe(scene, rng),
+                    description=describe(scene, rng, terse=rng.random() < config.terse_descriptions),
                     caption=caption,
                     context=context,
                     orig_filename=f"File:{surname}_{noun}_{year}.jpg",
@@ -383,7 +403,8 @@ def plan_transfer_tasks(config: ToyConfig) -> list[TransferImage]:
                 else:
                     background = rng.choice(list(BACKGROUNDS))
                 color = label if task == "color" else rng.choice([c for c in COLORS if c != background])
-                group = ShapeGroup(shape, color, rng.choice(tuple(RADII)), rng.choice(POSITIONS), 1)
+                # Large and alone, so that the one property the task asks about is plain to see.
+                group = ShapeGroup(shape, color, "large", rng.choice(POSITIONS), 1)
                 scene = Scene(background, (group,), rng.getrandbits(32))
                 images.append(TransferImage(task, label, str(len(images) + 1), scene))
     return images

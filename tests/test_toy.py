@@ -94,6 +94,10 @@ def test_descriptions_say_what_is_drawn():
     for image in toy.plan_toy_world(toy.ToyConfig(n_articles=60)):
         words = toy.word_tokens(image.description)
         assert image.scene.background in words
+        main = image.scene.groups[0]
+        assert main.color in words and (main.shape if main.count == 1 else toy.SHAPE_PLURALS[main.shape]) in words
+        if image.scene.groups[0].size not in words:  # terse alt text: the main group only
+            continue
         for group in image.scene.groups:
             assert group.color in words and group.size in words
             shape = group.shape if group.count == 1 else toy.SHAPE_PLURALS[group.shape]

@@ -1,10 +1,10 @@
-"""clip_min.preprocess against the same pipeline computed independently in float64 numpy."""
+"""clip_min.images.preprocess against the same pipeline computed independently in float64 numpy."""
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from clip_min import preprocess as pp
+from clip_min import images as pp
 
 
 def random_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
