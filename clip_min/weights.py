@@ -212,6 +212,117 @@ def openai_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def hf_from_openai(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an OpenAI-format state dict to Hugging Face CLIPModel's keys: the inverse of :func:`openai_from_hf`.
+
+    The fused in_proj splits into q, k and v (``chunk(3)``, OpenAI's order), and the two
+    projections are transposed from OpenAI's (in, out) matrices to nn.Linear weights (out, in).
+    Every tensor is a fresh contiguous copy: safetensors refuses tensors that share memory.
+    """
+    renames = {
+        "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+        "visual.class_embedding": "vision_model.embeddings.class_embedding",
+        "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+        "visual.ln_pre.": "vision_model.pre_layrnorm.",
+        "visual.ln_post.": "vision_model.post_layernorm.",
+        "visual.transformer.resblocks.": "vision_model.encoder.layers.",
+        "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+        "positional_embedding": "text_model.embeddings.position_embedding.weight",
+        "ln_final.": "text_model.final_layer_norm.",
+        "transformer.resblocks.": "text_model.encoder.layers.",
+        "logit_scale": "logit_scale",
+    }
+    block_renames = {
+        ".attn.out_proj.": ".self_attn.out_proj.",
+        ".ln_1.": ".layer_norm1.",
+        ".ln_2.": ".layer_norm2.",
+        ".mlp.c_fc.": ".mlp.fc1.",
+        ".mlp.c_proj.": ".mlp.fc2.",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key in NON_WEIGHT_KEYS:
+            continue
+        if key in ("visual.proj", "text_projection"):
+            name = "visual_projection.weight" if key == "visual.proj" else "text_projection.weight"
+            out[name] = value.t().contiguous().clone()  # (width, embed_dim) -> (embed_dim, width)
+            continue
+        prefix = next((old for old in renames if key == old or (old.endswith(".") and key.startswith(old))), None)
+        if prefix is None:
+            raise ValueError(f"{key} has no Hugging Face name; pass a plain CLIP state dict (merge and drop adapters first)")
+        name = renames[prefix] + key[len(prefix) :]
+        for old, new in block_renames.items():
+            name = name.replace(old, new)
+        if ".attn.in_proj_" in name:
+            head, kind = name.split(".attn.in_proj_")
+            for letter, part in zip("qkv", value.chunk(3)):  # (3 * width, ...) -> 3 x (width, ...)
+                out[f"{head}.self_attn.{letter}_proj.{kind}"] = part.contiguous().clone()
+            continue
+        out[name] = value.contiguous().clone()
+    return out
+
+
+def hf_config_dict(config: CLIPConfig) -> dict:
+    """A Hugging Face ``config.json`` for a CLIPModel of this shape, with OpenAI's choices spelled out.
+
+    QuickGELU and LayerNorm eps 1e-5 are what OpenAI's models use. The end-of-text id is the
+    largest in the vocabulary; HF pools the text at its first occurrence, where CLIP takes
+    the argmax of the ids, which is the same position.
+    """
+    return {
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": config.embed_dim,
+        "logit_scale_init_value": 2.6592,  # log(1 / 0.07); the weights carry the trained value
+        "text_config": {
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.text_width,
+            "intermediate_size": 4 * config.text_width,
+            "num_hidden_layers": config.text_layers,
+            "num_attention_heads": config.text_heads,
+            "max_position_embeddings": config.context_length,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "projection_dim": config.embed_dim,
+            "bos_token_id": config.vocab_size - 2,
+            "eos_token_id": config.vocab_size - 1,
+        },
+        "vision_config": {
+            "hidden_size": config.vision_width,
+            "intermediate_size": 4 * config.vision_width,
+            "num_hidden_layers": config.vision_layers,
+            "num_attention_heads": config.vision_heads,
+            "image_size": config.image_resolution,
+            "patch_size": config.vision_patch_size,
+            "num_channels": 3,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "projection_dim": config.embed_dim,
+        },
+    }
+
+
+def save_hf(model: CLIP, folder: str | os.PathLike) -> Path:
+    """Write ``model`` as a Hugging Face CLIPModel folder: config.json and model.safetensors.
+
+    ``transformers.CLIPModel.from_pretrained(folder)`` loads it, as does :func:`load_clip`.
+    Without the safetensors package the weights go to pytorch_model.bin instead.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; a Hugging Face checkpoint is a folder, pass a folder path")
+    tensors = hf_from_openai({name: tensor.detach().cpu().float() for name, tensor in model.state_dict().items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        torch.save(tensors, folder / "pytorch_model.bin")
+    else:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(hf_config_dict(model.config), indent=2) + "\n")
+    return folder
+
+
 def _read_file(path: Path) -> object:
     """Deserialise one checkpoint file, sniffing its format from its first bytes."""
     with open(path, "rb") as file:

@@ -1,0 +1,49 @@
+"""Measure a CLIP model, base or fine-tuned, as the paper does.
+
+    python eval.py concadia --run runs/latest          # Desc>Cap on Concadia's test split
+    python eval.py transfer --run runs/latest --task food-101 cifar-100-python imagenet/val
+    python eval.py blv --weights ViT-B-32.pt --ratings behavioral_data --images images
+    python eval.py score --run runs/latest --image cat.jpg --text "A cat asleep on a sofa."
+    python eval.py export --run runs/latest --format hf --out exported/
+
+With neither --weights nor --run, the model is the toy world's base CLIP. `python eval.py
+COMMAND -h` lists a command's options; clip_min.evaluate documents what each one computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from clip_min.images import ImageLoadError
+
+# Modules that add subcommands, each through add_commands(subparsers). selection (model
+# selection) and attribution (integrated gradients) are written alongside this file; until they
+# exist, eval.py runs without their commands instead of failing to start.
+COMMAND_MODULES = ("clip_min.evaluate", "clip_min.selection", "clip_min.attribution")
+# Errors the user can fix: bad paths, data, weights, run folders or option values.
+USER_ERRORS = (ValueError, OSError, ImageLoadError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"eval.py: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
