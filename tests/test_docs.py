@@ -1,0 +1,207 @@
+"""docs/ stays true to the code: every link resolves, every named function exists, every equation is covered.
+
+A code reference in docs/ is a markdown link to a .py file followed by the names it points at,
+
+    [`clip_min/losses.py`](../clip_min/losses.py): `behavioral_loss`, `iit_loss`
+
+or a link whose text is the name itself, [`behavioral_loss`](../clip_min/losses.py). Names are
+looked up with ``ast`` in the linked file: a module-level function, class or constant, or a
+method written ``Class.method``. Names in a file under tests/ must be test functions.
+"""
+import ast
+import functools
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.glob("*.md"))
+EQUATIONS = range(1, 8)  # the paper's Eqs. 1..7
+
+FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+MATH_BLOCK = re.compile(r"\$\$.*?\$\$", re.DOTALL)
+LINK = re.compile(r"\[(?P<text>[^\]\n]*)\]\((?P<target>[^)\s]+)\)")
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+NAME_IN_TICKS = re.compile(rf"`({IDENT})`")
+# What may follow a link to a .py file: an optional colon, then `a`, `b` and `c`.
+GAP = r"[ \t]*\n?[ \t]*"  # spaces, and at most one line break: a name may start the next line
+NAMES_AFTER = re.compile(rf"\A:?{GAP}`{IDENT}`(?:(?:,{GAP}(?:and{GAP})?|[ \t]+and{GAP}|{GAP}and[ \t]+)`{IDENT}`)*")
+HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<text>.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+BOLD = re.compile(r"\*\*(?P<text>[^*\n]+)\*\*")
+
+
+def eq_label(n: int) -> re.Pattern:
+    return re.compile(rf"\bEqs?\.[ \t]*{n}(?!\d)")
+
+
+def blank_out(text: str, pattern: re.Pattern) -> str:
+    """``text`` with every match of ``pattern`` replaced by spaces (newlines kept), so offsets stay valid."""
+    return pattern.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+@functools.cache
+def prose(page: Path) -> str:
+    """The page without fenced code and display math, which may hold brackets that are not links."""
+    return blank_out(blank_out(page.read_text(encoding="utf-8"), FENCE), MATH_BLOCK)
+
+
+@functools.cache
+def definitions(path: Path) -> frozenset[str]:
+    """Names defined in a Python file: module-level functions, classes and constants, and Class.method."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+
+    def visit_class(node: ast.ClassDef, prefix: str) -> None:
+        for child in node.body:
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(f"{prefix}.{child.name}")
+            elif isinstance(child, ast.ClassDef):
+                names.add(f"{prefix}.{child.name}")
+                visit_class(child, f"{prefix}.{child.name}")
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names.add(node.name)
+            visit_class(node, node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return frozenset(names)
+
+
+def is_test_file(path: Path) -> bool:
+    return path.parent == ROOT / "tests"
+
+
+def collected_tests(path: Path) -> frozenset[str]:
+    """The test functions of a test file (methods of Test classes as Class.method)."""
+    return frozenset(n for n in definitions(path) if n.rsplit(".", 1)[-1].startswith("test_"))
+
+
+@functools.cache
+def references(page: Path) -> tuple[tuple[int, Path, str], ...]:
+    """(offset, file, name) for every code reference on the page; links are checked by test_links_resolve."""
+    text = prose(page)
+    found = []
+    for m in LINK.finditer(text):
+        target = m.group("target").split("#", 1)[0]
+        if not target.endswith(".py") or re.match(r"[a-z]+:", target):
+            continue
+        path = (page.parent / target).resolve()
+        names = []
+        own = re.fullmatch(rf"`({IDENT})`", m.group("text").strip())
+        if own and not own.group(1).endswith(".py"):
+            names.append(own.group(1))
+        after = NAMES_AFTER.match(text[m.end():])
+        if after:
+            names += NAME_IN_TICKS.findall(after.group(0))
+        found += [(m.start(), path, name) for name in names] or [(m.start(), path, "")]
+    return tuple(found)
+
+
+def test_the_pages_are_there():
+    names = {p.name for p in PAGES}
+    assert "README.md" in names
+    assert len([n for n in names if re.match(r"\d\d-.+\.md$", n)]) >= 10, sorted(names)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_links_resolve(page):
+    for m in LINK.finditer(prose(page)):
+        target = m.group("target")
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a web address, or an anchor on this page
+        path = (page.parent / target.split("#", 1)[0]).resolve()
+        assert path.exists(), f"{page.name}: link [{m.group('text')}]({target}) points at a missing file"
+        assert path.is_relative_to(ROOT), f"{page.name}: link {target} leaves the repository"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_code_references_name_what_exists(page):
+    for _, path, name in references(page):
+        if not path.is_file():
+            continue  # reported by test_links_resolve
+        where = f"{page.name}: {path.relative_to(ROOT)}"
+        assert name, f"{where} is linked without naming a function after it: write [`file`](link): `name`"
+        if is_test_file(path):
+            assert name in collected_tests(path), f"{where} has no test function {name!r}"
+        else:
+            assert name in definitions(path), f"{where} defines no {name!r}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_test_names_in_prose_exist(page):
+    """A `test_...` named anywhere, not only right after a link, is a test of the last test file linked in its paragraph."""
+    test_files = sorted((ROOT / "tests").glob("test_*.py"))
+    for paragraph in re.split(r"\n[ \t]*\n", prose(page)):
+        last_file = None
+        events = [(m.start(), "link", m) for m in LINK.finditer(paragraph)]
+        events += [(m.start(), "name", m) for m in re.finditer(r"`(test_[A-Za-z0-9_]+)`", paragraph)]
+        for _, kind, m in sorted(events, key=lambda e: e[0]):
+            if kind == "link":
+                path = (page.parent / m.group("target").split("#", 1)[0]).resolve()
+                last_file = path if path.is_file() and is_test_file(path) else last_file
+                continue
+            name = m.group(1)
+            if last_file is not None:
+                assert name in collected_tests(last_file), \
+                    f"{page.name}: {name} is not a test in {last_file.relative_to(ROOT)}, the file linked before it"
+            else:
+                assert any(name in collected_tests(f) for f in test_files), f"{page.name}: no test named {name}"
+
+
+def test_the_index_links_every_page():
+    index = prose(DOCS / "README.md")
+    linked = {(DOCS / m.group("target").split("#", 1)[0]).resolve() for m in LINK.finditer(index)}
+    missing = [p.name for p in PAGES if p.name != "README.md" and p.resolve() not in linked]
+    assert not missing, f"docs/README.md does not link {missing}"
+
+
+def sections(text: str) -> list[tuple[str, int, int]]:
+    """(heading text, start, end) per heading; a section runs to the next heading of its level or above."""
+    heads = [(len(m.group("hashes")), m.group("text"), m.start()) for m in HEADING.finditer(text)]
+    spans = []
+    for i, (level, title, start) in enumerate(heads):
+        end = next((s for lv, _, s in heads[i + 1:] if lv <= level), len(text))
+        spans.append((title, start, end))
+    return spans
+
+
+def equation_spans(n: int) -> list[tuple[Path, int, int]]:
+    """Where Eq. n is treated: sections whose heading names it, or the innermost section around a bold label naming it."""
+    label = eq_label(n)
+    spans = []
+    for page in PAGES:
+        raw = page.read_text(encoding="utf-8")
+        text = blank_out(raw, FENCE)
+        secs = sections(text)
+        spans += [(page, start, end) for title, start, end in secs if label.search(title)]
+        for bold in BOLD.finditer(text):
+            if label.search(bold.group("text")):
+                around = [(start, end) for _, start, end in secs if start <= bold.start() < end]
+                start, end = min(around, key=lambda s: s[1] - s[0]) if around else (0, len(text))
+                spans.append((page, start, end))
+    return spans
+
+
+@pytest.mark.parametrize("n", EQUATIONS)
+def test_every_equation_has_a_section_code_and_tests(n):
+    spans = equation_spans(n)
+    assert spans, f"no docs section names Eq. {n} in a heading or a bold label"
+    refs = [(path, name) for page, start, end in spans for offset, path, name in references(page) if start <= offset < end]
+    code = [name for path, name in refs if name and path.is_file() and not is_test_file(path)]
+    tests = [name for path, name in refs if name and path.is_file() and is_test_file(path)]
+    assert any("$$" in page.read_text(encoding="utf-8")[start:end] for page, start, end in spans), \
+        f"the Eq. {n} section has no $$ display equation"
+    assert code, f"the Eq. {n} section links no code"
+    assert tests, f"the Eq. {n} section links no test"
+    numbered = re.compile(rf"eq{n}(?!\d)")
+    named_so = [t for f in sorted((ROOT / "tests").glob("test_*.py")) for t in collected_tests(f) if numbered.search(t)]
+    if named_so:
+        assert any(numbered.search(t) for t in tests), \
+            f"the Eq. {n} section links tests {tests}, none named after Eq. {n} (e.g. {named_so[0]})"
