@@ -41,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-FORMAT_VERSION = 4  # bump when the files written for the same config change
+FORMAT_VERSION = 5  # bump when the files written for the same config change
 CONCADIA_SUBDIR = "concadia"
 TRANSFER_SUBDIR = "transfer"
 NORMS_FILE = "norms/glasgow_norms.csv"
@@ -63,7 +63,9 @@ COLORS = {  # shape colours, RGB
     "black": (25, 25, 25),
 }
 # Gray is only ever a background, so the "color" transfer task can draw on it unambiguously.
-BACKGROUNDS = {**COLORS, "gray": (128, 128, 128)}
+# Few backgrounds: with many, the background alone tells pictures apart in a contrastive batch
+# and the model never needs to learn the shapes.
+BACKGROUNDS = {"gray": (128, 128, 128), "white": COLORS["white"], "black": COLORS["black"]}
 RADII = {"small": 8.5, "large": 13.0}  # in pixels of a 64-pixel image
 POSITIONS = ("left", "right", "top", "bottom", "center")
 POSITION_PHRASES = {
@@ -84,7 +86,7 @@ OBJECT_NOUNS = {
     "star": ("emblem", "badge", "insignia"),
     "cross": ("crucifix", "waymark", "memorial"),
 }
-OBJECT_PLURALS = {"insignia": "insignia"}  # everything else takes an "s"
+OBJECT_PLURALS = {"insignia": "insignia", "crucifix": "crucifixes"}  # everything else takes an "s"
 GENERIC_NOUNS = ("piece", "object", "work", "artefact", "item")
 COLOR_SURNAMES = {  # surnames that evoke a colour in another language
     "red": ("Rossi", "Roth"),
@@ -388,20 +390,15 @@ def plan_toy_world(config: ToyConfig) -> list[ToyImage]:
 
 
 def plan_transfer_tasks(config: ToyConfig) -> list[TransferImage]:
-    """Single-shape images for three zero-shot tasks: name the shape, its colour, the background."""
+    """Single-shape images for two zero-shot tasks: name the shape, name its colour."""
     rng = random.Random(f"{config.seed}/transfer")
     images: list[TransferImage] = []
-    tasks = {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS)}
+    tasks = {"shape": SHAPES, "color": tuple(COLORS)}
     for task, classes in tasks.items():
         for label in sorted(classes):
             for _ in range(config.transfer_per_class):
                 shape = label if task == "shape" else rng.choice(SHAPES)
-                if task == "background":
-                    background = label
-                elif task == "color":
-                    background = "gray"
-                else:
-                    background = rng.choice(list(BACKGROUNDS))
+                background = "gray" if task == "color" else rng.choice(list(BACKGROUNDS))
                 color = label if task == "color" else rng.choice([c for c in COLORS if c != background])
                 # Large and alone, so that the one property the task asks about is plain to see.
                 group = ShapeGroup(shape, color, "large", rng.choice(POSITIONS), 1)
@@ -487,7 +484,7 @@ def toy_word_ratings() -> dict[str, float]:
     Function words are left out, as the Glasgow Norms leave most of them out.
     """
     visual = (
-        list(SHAPES) + list(SHAPE_PLURALS.values()) + list(BACKGROUNDS) + list(RADII)
+        list(SHAPES) + list(SHAPE_PLURALS.values()) + list(COLORS) + list(BACKGROUNDS) + list(RADII)
         + ["left", "right", "top", "bottom", "center", "middle", "one", "two", "three"]
     )
     groups = [  # (words, lowest and highest mean rating)
