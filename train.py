@@ -2,6 +2,8 @@
 
     python train.py --objective behavioral --lora-rank 64          # toy world, on a CPU
     python train.py --weights ViT-B-32.pt --data concadia/ --objective iit-das
+    python train.py --resume runs/latest ...                    # the same flags: go on from the checkpoint
+    torchrun --nproc_per_node=8 train.py ...                    # 8 processes share each batch
 
 Every flag is a field of clip_min.training.TrainConfig; unset ones take the paper's defaults.
 """
@@ -41,10 +43,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
     p.add_argument("--transfer", nargs="*", default=[], help="transfer task folders in Food-101's layout")
     p.add_argument("--prompt", default="paper", choices=["paper", "photo", "picture"], help="zero-shot prompt template")
-    p.add_argument("--out", default="runs/latest", help="run folder")
+    p.add_argument("--out", help="run folder (default runs/latest, or the --resume folder)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="write checkpoint.pt every N steps and at the end (default: --eval-every)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="go on with the run in DIR from its checkpoint; give the flags it started with")
     args = vars(p.parse_args(argv))
     args["transfer"] = tuple(args["transfer"])
+    args["out"] = args["out"] or args["resume"] or "runs/latest"
     return TrainConfig(**args)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import distributed
 from .pretrain import pretrain, toy_base
 from .toy import make_toy_world, toy_world_dir
-from .training import TrainConfig, check, finetune
+from .training import TrainConfig, check, finetune, resolve_device
 
 TOY_BANNER = """\
 clip_min: no --weights and --data given, so this runs on the TOY WORLD: a small generated
@@ -22,16 +23,33 @@ def toy_world() -> tuple[Path, list[str]]:
 
 
 def run(config: TrainConfig) -> dict:
-    """Check the configuration, get the weights and data, and train; return the run's summary."""
+    """Check the configuration, get the weights and data, and train; return the run's summary.
+
+    Under torchrun each process calls this; they join up here, and only the main one prints.
+    """
     check(config)
+    if distributed.launched() and config.objective == "clip":
+        raise ValueError("--objective clip trains in one process (its contrastive loss spans the whole batch); "
+                         "start it without torchrun")
+    distributed.init(resolve_device(config.device))
+    try:
+        with distributed.quiet_unless_main():
+            return _run(config)
+    finally:
+        distributed.close()
+
+
+def _run(config: TrainConfig) -> dict:
     if not config.toy:
         weights, data, tasks = Path(config.weights), Path(config.data), list(config.transfer)
         if config.objective == "clip":
             return pretrain(config, weights, data, tasks)
         return finetune(config, weights, data, tasks)
     print(TOY_BANNER)
-    world, tasks = toy_world()
-    tasks = list(config.transfer) or tasks
     if config.objective == "clip":
-        return pretrain(config, None, world / "concadia", tasks)
-    return finetune(config, toy_base(world), world / "concadia", tasks)
+        world, tasks = toy_world()
+        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks)
+    with distributed.node_main_first():  # the first process builds the toy world and base; the others find them
+        world, tasks = toy_world()
+        base = toy_base(world)
+    return finetune(config, base, world / "concadia", list(config.transfer) or tasks)

@@ -8,7 +8,11 @@ and descriptions. ``run`` is what ``train.py`` calls; it writes into the run fol
     metrics.jsonl   one line per evaluation: validation preference accuracy and transfer F1
     adapters.pt     LoRA tensors and the rotation (LoRA runs, and any run with a rotation)
     weights.pt      the whole model in OpenAI's format (full fine-tuning and --objective clip)
+    checkpoint.pt   everything needed to resume the run exactly (``clip_min.checkpoint``)
     summary.json    the numbers of the run, before and after
+
+Under ``torchrun`` several processes share each batch (``clip_min.distributed``); the main one
+evaluates and writes the folder.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
 import time
 from contextlib import nullcontext
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import checkpoint, distributed
 from .data import DataError, Example, read_concadia
 from .features import atomic_save, encode_images, file_fingerprint
 from .intervention import interchange_features
@@ -35,7 +41,7 @@ from .lora import apply_lora, lora_state_dict
 from .losses import behavioral_loss, iit_loss, joint_loss, score
 from .metrics import preference_accuracy, transfer_score
 from .model import CLIP
-from .preprocess import load_image, preprocess
+from .images import load_image, preprocess
 from .rotation import Rotation
 from .tokenizer import get_tokenizer, tokenize
 from .transfer import PROMPTS, TransferTask, class_text_features, read_food101_layout, zero_shot_f1
@@ -73,6 +79,8 @@ class TrainConfig:
     prompt: str = "paper"  # zero-shot prompt template: paper, photo or picture (see transfer.PROMPTS)
     out: str = "runs/latest"  # run folder
     eval_every: int | None = None  # evaluate every N steps (and at the start and end)
+    checkpoint_every: int | None = None  # write checkpoint.pt every N steps and at the end; None: every eval_every
+    resume: str | None = None  # go on with the run in this folder from its checkpoint.pt (see checkpoint.MAY_CHANGE)
 
     @property
     def toy(self) -> bool:
@@ -126,7 +134,7 @@ def check(config: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: use one of {', '.join(allowed)}")
-    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "intervention_size"):
+    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "checkpoint_every", "intervention_size"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -142,6 +150,14 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and not Path(value).exists():
             raise FileNotFoundError(f"--{name} {value}: no such file or folder")
+    if config.resume is not None:
+        if config.objective == "clip":
+            raise ValueError("--resume: --objective clip (pretraining) writes no checkpoints; the fine-tuning objectives resume")
+        if not Path(config.resume).is_dir():
+            raise FileNotFoundError(f"--resume {config.resume}: no such run folder")
+        if Path(config.resume).resolve() != Path(config.out).resolve():
+            raise ValueError(f"--resume {config.resume} with --out {config.out}: a resumed run goes on in its own folder; "
+                             "drop --out")
 
 
 def resolve_device(device: str) -> str:
@@ -316,95 +332,195 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+    os.replace(tmp, path)
+
+
+# Test-only fault injection (tests/test_checkpoint.py): make the loss of step N NaN, or have the
+# process SIGKILL itself at the end of step N, as a crash would. Unset in real runs.
+INJECT_NAN_AT_STEP = "CLIP_MIN_INJECT_NAN_AT_STEP"
+KILL_AT_STEP = "CLIP_MIN_KILL_AT_STEP"
+LOSS_NAMES = {"behavioral": "behavioral loss (Eq. 1)", "iit-das": "IIT loss (Eqs. 2-3)", "joint": "joint loss (Eq. 5)"}
+
+
 def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> dict:
-    """Fine-tune ``weights`` on the Concadia folder ``data``; return the summary (also written to disk)."""
-    device = resolve_device(config.device)
+    """Fine-tune ``weights`` on the Concadia folder ``data``; return the summary (also written to disk).
+
+    Under torchrun every process runs this; the main one returns the summary, the others {}.
+    """
+    device = distributed.device_for(resolve_device(config.device))
     autocast, scaler = mixed_precision(config.amp, device)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
     seed_everything(config.seed)
     model = load_clip(weights, device)
     config = defaults(config, model.config.text_layers, model.config.text_width)
-    write_json(out / "config.json", {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)})
-    (out / "metrics.jsonl").write_text("")
-
+    config = replace(config, checkpoint_every=config.checkpoint_every or config.eval_every)
+    run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
     weights_id = file_fingerprint(weights)
-    train, val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("train", "val", "test"))
-    task_data = load_tasks(model, tasks, weights_id, device, autocast)
+    # A checkpoint to resume from is read and checked before anything in the run folder changes.
+    resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
+
+    val = test = None
+    task_data = []
+    with distributed.node_main_first():  # the first process encodes the images; the others read its cache
+        train = load_split(model, data, config.images, "train", weights_id, device, autocast)
+        if main:
+            val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("val", "test"))
+            task_data = load_tasks(model, tasks, weights_id, device, autocast)
+    if resumed:
+        checkpoint.check_train_size(resumed, len(train.examples))
     template = PROMPTS[config.prompt]
-    accuracy_before = split_accuracy(model, test, device, autocast)
-    f1_before = transfer_f1(model, task_data, template, device, autocast)
-    print(f"before: test preference accuracy {accuracy_before:.3f}, transfer F1 {fmt(f1_before)}")
+    before = None
+    if main:
+        start_run_folder(out, run_config, resumed)
+        if resumed:
+            before = resumed["run"]["before"]
+        else:
+            before = dict(accuracy=split_accuracy(model, test, device, autocast),
+                          transfer_f1=transfer_f1(model, task_data, template, device, autocast))
+        print(f"before: test preference accuracy {before['accuracy']:.3f}, transfer F1 {fmt(before['transfer_f1'])}")
 
     params = trainable_parameters(model, config)
     rotation = None
     if config.objective in ("iit-das", "joint"):
         rotation = Rotation(model.config.text_width).to(device)
         params += list(rotation.parameters())
+    # Every process drew the same initial adapters from the same seed; copying makes sure of it.
+    distributed.copy_from_main(params + ([] if rotation is None else list(rotation.buffers())))
+    names = {p: name for name, p in model.named_parameters()}
+    if rotation is not None:
+        names.update({p: f"rotation.{name}" for name, p in rotation.named_parameters()})
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.l2)
     steps_per_epoch = math.ceil(len(train.examples) / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    order = checkpoint.BatchOrder(len(train.examples), config.batch_size, config.seed)
+    run = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), before=before)
+    progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, order) if resumed else checkpoint.Progress()
+    saved_step = progress.step if resumed else None
 
-    def evaluate(step: int, loss: float | None) -> None:
+    def evaluate(step: int) -> None:
         model.eval()
         f1 = transfer_f1(model, task_data, template, device, autocast)
-        record = dict(step=step, loss=loss, val_accuracy=split_accuracy(model, val, device, autocast),
-                      transfer_f1=f1, transfer_score=transfer_score(f1, f1_before))
+        losses = progress.losses[-config.eval_every:]
+        record = dict(step=step, loss=statistics.fmean(losses) if losses else None,
+                      val_accuracy=split_accuracy(model, val, device, autocast), transfer_f1=f1,
+                      transfer_score=transfer_score(f1, before["transfer_f1"]), skipped_steps=progress.skipped_steps)
+        progress.metrics.append(record)
         append_jsonl(out / "metrics.jsonl", record)
         model.train()
 
-    generator = torch.Generator().manual_seed(config.seed)
-    step, step_times, losses = 0, [], []
-    started = time.perf_counter()
-    evaluate(0, None)
+    nan_at, kill_at = (int(os.environ.get(name, "0")) for name in (INJECT_NAN_AT_STEP, KILL_AT_STEP))
+    started = time.perf_counter() - progress.wall_s  # wall time goes on from the checkpoint's
+    if main and not progress.metrics:
+        evaluate(0)
     model.train()
-    bar = tqdm(total=total, desc=f"training ({config.objective}, {config.finetune})", unit="step")
-    while step < total:
-        for rows in torch.randperm(len(train.examples), generator=generator).split(config.batch_size):
-            if step >= total:
-                break
+    # As a context, the bar is closed before an error is printed, so the error gets a line of its own.
+    with tqdm(total=total, initial=progress.step, desc=f"training ({config.objective}, {config.finetune})", unit="step",
+              disable=not main) as bar:
+        while progress.step < total:
             tick = time.perf_counter()
-            with autocast():
-                image = batch_images(model, train, rows, config, device)
-                loss = step_loss(model, rotation, config, image, train.descriptions[rows].to(device), train.captions[rows].to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step + 1}: the {config.objective} loss is {loss.item()}; lower --lr or use --amp off")
+            step = progress.step + 1
+            rows = order.next()  # the global batch, the same in every process
+            local = distributed.shard(rows)  # this process's part of it
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
+            # Each process weights its mean loss by its share of the global batch, so that summed over
+            # the processes they are the loss and gradient of the global batch (see distributed.py).
+            loss = torch.zeros((), device=device)
+            if len(local):
+                with autocast():
+                    image = batch_images(model, train, local, config, device)
+                    loss = step_loss(model, rotation, config, image, train.descriptions[local].to(device),
+                                     train.captions[local].to(device)) * (len(local) / len(rows))
+                if step == nan_at:
+                    loss = loss * math.nan
+                (loss if scaler is None else scaler.scale(loss)).backward()
+            loss = distributed.sum_gradients(params, loss).item()
+            skipped = False
+            if scaler is None:
+                stop_if_not_finite(step, loss, params, names, config, saved_step)
+                optimizer.step()
+            else:
+                # The scaler skips a step whose gradients overflowed fp16 and lowers its scale; that
+                # happens now and then, so it is counted, not fatal.
+                scale = scaler.get_scale()
                 scaler.step(optimizer)
                 scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            step += 1
-            step_times.append(time.perf_counter() - tick)
-            losses.append(loss.item())
+                skipped = scaler.get_scale() < scale
+                progress.skipped_steps += int(skipped)
+            progress.step = step
+            if not skipped:  # a skipped step's loss, often inf or nan, stays out of the averages
+                progress.losses.append(loss)
+            progress.step_times.append(time.perf_counter() - tick)
             bar.update(1)
-            bar.set_postfix(loss=f"{statistics.fmean(losses[-20:]):.3f}")
-            if step % config.eval_every == 0 and step < total:
-                evaluate(step, statistics.fmean(losses[-config.eval_every:]))
-    bar.close()
-    evaluate(step, statistics.fmean(losses[-config.eval_every:]) if losses else None)
+            if progress.losses:
+                bar.set_postfix(loss=f"{statistics.fmean(progress.losses[-20:]):.3f}")
+            evaluating = step % config.eval_every == 0 or step == total
+            saving = step % config.checkpoint_every == 0 or step == total
+            if main and evaluating:
+                evaluate(step)
+            if main and saving:
+                progress.wall_s = time.perf_counter() - started
+                checkpoint.save(out, run, progress, model, rotation, optimizer, scaler, order)
+            if saving:
+                saved_step = step
+            if evaluating or saving:
+                distributed.barrier()  # the other processes wait for the main one
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+    if not main:
+        distributed.barrier()  # wait for the main process to finish
+        return {}
     model.eval()
     accuracy = split_accuracy(model, test, device, autocast)
     f1 = transfer_f1(model, task_data, template, device, autocast)
     wall = time.perf_counter() - started
     save_run(out, model, rotation, config)
     summary = dict(
-        objective=config.objective, finetune=config.finetune, toy=config.toy, steps=step, wall_s=round(wall, 2),
-        step_time_s=statistics.median(step_times) if step_times else None,
-        concadia_accuracy_before=accuracy_before, concadia_accuracy=accuracy,
-        transfer_f1_before=f1_before, transfer_f1=f1, transfer_score=transfer_score(f1, f1_before),
+        objective=config.objective, finetune=config.finetune, toy=config.toy, steps=progress.step, wall_s=round(wall, 2),
+        step_time_s=statistics.median(progress.step_times) if progress.step_times else None,
+        concadia_accuracy_before=before["accuracy"], concadia_accuracy=accuracy,
+        transfer_f1_before=before["transfer_f1"], transfer_f1=f1, transfer_score=transfer_score(f1, before["transfer_f1"]),
         test_images=len(test.examples), train_images=len(train.examples),
+        skipped_steps=progress.skipped_steps, resumes=progress.resumes, processes=distributed.world_size(),
     )
     write_json(out / "summary.json", summary)
-    print(f"after {step} steps: test preference accuracy {accuracy_before:.3f} -> {accuracy:.3f}, "
-          f"transfer F1 {fmt(f1)}, transfer score {summary['transfer_score'] if summary['transfer_score'] is None else round(summary['transfer_score'], 3)}")
+    score_text = summary["transfer_score"] if summary["transfer_score"] is None else round(summary["transfer_score"], 3)
+    print(f"after {progress.step} steps: test preference accuracy {before['accuracy']:.3f} -> {accuracy:.3f}, "
+          f"transfer F1 {fmt(f1)}, transfer score {score_text}")
     print(f"wrote {out / 'summary.json'}")
+    distributed.barrier()
     return summary
+
+
+def start_run_folder(out: Path, run_config: dict, resumed: dict | None) -> None:
+    """Write config.json; metrics.jsonl starts empty, or holds the checkpoint's records when resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", run_config)
+    if resumed is None:
+        # An earlier run's checkpoint would not match this run's config.json.
+        (out / checkpoint.NAME).unlink(missing_ok=True)
+    # Records logged after the checkpoint are dropped: the resumed run logs those steps again.
+    write_jsonl(out / "metrics.jsonl", resumed["progress"]["metrics"] if resumed else [])
+
+
+def stop_if_not_finite(step: int, loss: float, params: list[torch.Tensor], names: dict, config: TrainConfig,
+                       saved_step: int | None) -> None:
+    """Stop at a non-finite loss or gradient, naming the step and the loss, before the optimizer uses it."""
+    stopped = ("stopped before the first checkpoint" if saved_step is None
+               else f"stopped; the checkpoint of step {saved_step} in {config.out} is intact")
+    what = LOSS_NAMES[config.objective]
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"step {step}: the {what} is {loss}; {stopped}; try a lower --lr or --amp off")
+    grads = [p for p in params if p.grad is not None]
+    if not torch.stack([torch.isfinite(p.grad).all() for p in grads]).all():
+        name = next(names[p] for p in grads if not torch.isfinite(p.grad).all())
+        raise FloatingPointError(f"step {step}: the gradient of the {what} is not finite in {name}; {stopped}; "
+                                 "try a lower --lr or --amp off")
 
 
 def save_run(out: Path, model: CLIP, rotation: Rotation | None, config: TrainConfig) -> None:

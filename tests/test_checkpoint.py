@@ -1,0 +1,243 @@
+"""Training that survives: exact resume after a kill, damaged checkpoints, NaN, several processes.
+
+Every run here is train.py on a tiny random CLIP and a tiny toy world (35 training images), so
+that each takes seconds on a CPU; the killed run and the two-process run are subprocesses.
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from clip_min import checkpoint
+from clip_min.model import CLIP, CLIPConfig
+from clip_min.rotation import Rotation
+from clip_min.toy import make_toy_world
+from clip_min.training import TrainConfig, stop_if_not_finite
+from clip_min.weights import save_clip
+
+REPO = Path(__file__).resolve().parents[1]
+# OpenAI's format derives the heads from width // 64, so the towers are 64 wide with one head each.
+TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
+                  vision_heads=1, text_width=64, text_layers=2, text_heads=1)
+K = 32  # intervention size: half the text width
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoint")
+    env = pytest.MonkeyPatch()
+    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))  # image features of the tiny base land here
+    env.setenv("OMP_NUM_THREADS", "1")  # for the subprocesses
+    # One thread: on a shared CPU, more threads make these tiny steps slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    world = make_toy_world(root / "toy", n_articles=12, transfer_per_class=3)
+    torch.manual_seed(0)
+    save_clip(CLIP(TINY), root / "base.pt")
+    yield dict(world=world, base=root / "base.pt", root=root)
+    torch.set_num_threads(threads)
+    env.undo()
+
+
+def flags(setup, out: Path, **options) -> list[str]:
+    """train.py's flags for a joint (Eq. 5) LoRA run on the tiny world; options override them."""
+    world = setup["world"]
+    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "shape",
+                  objective="joint", layer=0, intervention_size=K, lora_rank=4, lr=1e-2, device="cpu", amp="off",
+                  max_steps=2, eval_every=2, out=out)
+    chosen.update(options)
+    return [part for name, value in chosen.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
+@pytest.fixture(scope="module")
+def finished(setup):
+    """A finished two-step run with its checkpoint; tests copy it before changing anything."""
+    out = setup["root"] / "finished"
+    assert train.main(flags(setup, out)) == 0
+    return out
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_metrics(a: list[dict], b: list[dict], atol: float) -> None:
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            if x[key] is None:
+                assert y[key] is None, key
+            else:
+                assert x[key] == pytest.approx(y[key], abs=atol), key
+
+
+def adapters(run: Path) -> dict:
+    return torch.load(run / "adapters.pt", weights_only=True)
+
+
+def files(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def last_error_line(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_killed_run_resumes_to_the_adapters_and_metrics_of_a_run_never_stopped(setup, tmp_path):
+    # Killed at the end of step 3: the checkpoint is step 2's, but step 3's evaluation is already
+    # in metrics.jsonl. LoRA dropout makes the result depend on the random generators too.
+    options = dict(max_steps=5, eval_every=3, checkpoint_every=2, lora_dropout=0.1)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train.main(flags(setup, whole, **options)) == 0
+    proc = subprocess.run([sys.executable, "train.py", *flags(setup, killed, **options)], cwd=REPO,
+                          env={**os.environ, "CLIP_MIN_KILL_AT_STEP": "3"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [r["step"] for r in metrics(killed)] == [0, 3]
+    assert not (killed / "summary.json").exists()
+
+    assert train.main(flags(setup, killed, **options, resume=killed)) == 0
+    assert_same_metrics(metrics(killed), metrics(whole), atol=1e-6)  # step 3 logged once
+    a, b = adapters(whole), adapters(killed)
+    for part in ("lora", "rotation"):
+        assert a[part].keys() == b[part].keys()
+        for name in a[part]:
+            torch.testing.assert_close(b[part][name], a[part][name], rtol=0, atol=1e-6)
+    summary = json.loads((killed / "summary.json").read_text())
+    assert (summary["steps"], summary["resumes"]) == (5, 1)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped bit"])
+def test_a_damaged_checkpoint_is_refused_and_nothing_is_overwritten(setup, finished, tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    path = run / checkpoint.NAME
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:
+        # One bit inside a stored tensor: torch.load reads the file without complaint.
+        state = torch.load(path, weights_only=True)
+        tensor = next(t for t in state["trainable"].values() if t.abs().sum() > 0)
+        at = raw.find(tensor.numpy().tobytes())
+        assert at > 0
+        raw[at + 5] ^= 0x10
+    path.write_bytes(raw)
+    if damage == "flipped bit":
+        torch.load(path, weights_only=True)
+    before = files(run)
+    assert train.main(flags(setup, run, resume=run)) == 2
+    error = last_error_line(capsys)
+    assert error.startswith(f"train.py: error: {path} is ") and "damaged" in error and "nothing was changed" in error
+    assert files(run) == before
+
+
+def test_a_resume_with_another_config_is_refused_naming_the_field(setup, finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = files(run)
+    assert train.main(flags(setup, run, lora_rank=8, resume=run)) == 2
+    error = last_error_line(capsys)
+    assert "the run was started with another configuration (" in error and "--lora-rank was 4, now 8" in error
+    assert "may change only --out, --resume, --epochs, --max-steps" in error
+    assert files(run) == before
+
+
+def test_a_resume_may_train_longer(setup, finished, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    assert train.main(flags(setup, run, max_steps=3, resume=run)) == 0
+    assert [r["step"] for r in metrics(run)] == [0, 2, 3]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["steps"], summary["resumes"]) == (3, 1)
+
+
+def test_a_nan_loss_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIP_MIN_INJECT_NAN_AT_STEP", "3")
+    out = tmp_path / "run"
+    assert train.main(flags(setup, out, max_steps=4, checkpoint_every=2)) == 2
+    assert last_error_line(capsys) == (f"train.py: error: step 3: the joint loss (Eq. 5) is nan; stopped; the checkpoint "
+                                       f"of step 2 in {out} is intact; try a lower --lr or --amp off")
+    state = torch.load(out / checkpoint.NAME, weights_only=True)
+    assert state.pop("sha256") == checkpoint.digest(state)
+    assert state["progress"]["step"] == 2
+    assert not (out / "summary.json").exists()
+
+
+def test_fp16_counts_a_skipped_step_and_goes_on(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIP_MIN_INJECT_NAN_AT_STEP", "2")
+    out = tmp_path / "run"
+    assert train.main(flags(setup, out, max_steps=3, amp="fp16")) == 0
+    assert [(r["step"], r["skipped_steps"]) for r in metrics(out)] == [(0, 0), (2, 1), (3, 1)]
+    assert all(r["loss"] is None or np.isfinite(r["loss"]) for r in metrics(out))
+    assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+
+
+def test_a_non_finite_gradient_is_named():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    a.grad, b.grad = torch.ones(2), torch.tensor([1.0, float("inf")])
+    config = TrainConfig(objective="iit-das", out="runs/x")
+    with pytest.raises(FloatingPointError, match=r"^step 7: the gradient of the IIT loss \(Eqs. 2-3\) is not finite "
+                                                 r"in b\.weight; stopped; the checkpoint of step 6 in runs/x is intact"):
+        stop_if_not_finite(7, 0.5, [a, b], {a: "a.weight", b: "b.weight"}, config, 6)
+
+
+def projection(state: dict) -> torch.Tensor:
+    """R_{:, :k} R_{:, :k}^T, all of the rotation that the intervention (Eq. 4) uses."""
+    rotation = Rotation(TINY.text_width)
+    rotation.load_state_dict(state)
+    R = rotation.R.detach()
+    return R[:, :K] @ R[:, :K].T
+
+
+def test_two_processes_under_torchrun_take_the_steps_of_one(setup, tmp_path):
+    # 35 training images in global batches of 12: the processes take 6 + 6, 6 + 6, then 6 + 5.
+    # At the paper's LoRA rate: Adam's first steps are about lr * sign(gradient), so at large rates
+    # gradient entries near zero turn rounding differences into visible ones.
+    options = dict(max_steps=3, eval_every=3, batch_size=12, lr=1e-4)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train.main(flags(setup, one, **options)) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *flags(setup, two, **options)]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = adapters(one), adapters(two)
+    for name in a["lora"]:
+        torch.testing.assert_close(b["lora"][name], a["lora"][name], rtol=0, atol=1e-5)
+    # R itself may differ where the loss cannot see it (see clip_min/distributed.py).
+    torch.testing.assert_close(projection(b["rotation"]), projection(a["rotation"]), rtol=0, atol=1e-5)
+    assert_same_metrics(metrics(two), metrics(one), atol=1e-5)  # written once, by process 0
+    assert json.loads((two / "summary.json").read_text())["processes"] == 2
+
+
+def test_batch_order_resumes_mid_epoch_with_the_same_batches():
+    generator = torch.Generator().manual_seed(0)
+    expected = [rows for _ in range(3) for rows in torch.randperm(10, generator=generator).split(4)]  # 3 epochs
+    order = checkpoint.BatchOrder(10, 4, seed=0)
+    got = [order.next() for _ in range(4)]  # into the second epoch
+    resumed = checkpoint.BatchOrder(10, 4, seed=123)
+    resumed.load_state_dict(order.state_dict())
+    got += [resumed.next() for _ in range(5)]
+    assert len(got) == len(expected) and all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
+def test_random_generators_come_back_from_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    random.gauss(0, 1), np.random.standard_normal()  # both cache a second normal draw
+    torch.save(checkpoint.rng_state(), tmp_path / "rng.pt")
+    draws = (random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    checkpoint.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = (random.gauss(0, 1), np.random.standard_normal(), torch.rand(3))
+    assert again[:2] == draws[:2] and torch.equal(again[2], draws[2])
