@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import distributed
-from .pretrain import pretrain, toy_base
+from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
 from .toy import make_toy_world, toy_world_dir
 from .training import TrainConfig, check, finetune, resolve_device
 
@@ -48,7 +48,7 @@ def _run(config: TrainConfig) -> dict:
     print(TOY_BANNER)
     if config.objective == "clip":
         world, tasks = toy_world()
-        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks)
+        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks, caption_share=TOY_CAPTION_SHARE)
     with distributed.node_main_first():  # the first process builds the toy world and base; the others find them
         world, tasks = toy_world()
         base = toy_base(world)

@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
 def flags(setup, out: Path, **options) -> list[str]:
     """train.py's flags for a joint (Eq. 5) LoRA run on the tiny world; options override them."""
     world = setup["world"]
-    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "shape",
+    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
                   objective="joint", layer=0, intervention_size=K, lora_rank=4, lr=1e-2, device="cpu", amp="off",
                   max_steps=2, eval_every=2, out=out)
     chosen.update(options)

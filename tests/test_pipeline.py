@@ -57,7 +57,7 @@ def test_toy_pipeline_end_to_end(world, base, tmp_path, objective, method):
                 "concadia_accuracy", "transfer_f1_before", "transfer_f1", "transfer_score"):
         assert key in written, key
     assert written["steps"] == 4 and written["objective"] == objective
-    assert set(written["transfer_f1"]) == {"background", "color", "shape"}
+    assert set(written["transfer_f1"]) == {"background", "color"}
     # Evaluations at steps 0, 2 and the end.
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 2, 4]

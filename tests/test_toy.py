@@ -135,7 +135,7 @@ def test_images_show_the_planned_colours(world):
 
 
 def test_transfer_tasks_in_food101_layout(world):
-    for task, classes in {"shape": toy.SHAPES, "color": toy.COLORS}.items():
+    for task, classes in {"color": toy.COLORS, "background": toy.BACKGROUNDS}.items():
         meta = world / toy.TRANSFER_SUBDIR / task / "meta"
         listed = (meta / "classes.txt").read_text().splitlines()
         assert listed == sorted(classes) and all(name.isalpha() for name in listed)
@@ -147,7 +147,7 @@ def test_transfer_tasks_in_food101_layout(world):
             assert (world / toy.TRANSFER_SUBDIR / task / "images" / f"{entry}.jpg").is_file()
     for image in toy.plan_transfer_tasks(SMALL_CONFIG):
         (group,) = image.scene.groups
-        shown = {"shape": group.shape, "color": group.color}[image.task]
+        shown = {"color": group.color, "background": image.scene.background}[image.task]
         assert shown == image.label and group.count == 1
 
 
