@@ -16,28 +16,8 @@ from clip_min.lora import (
     merge_lora,
     unmerge_lora,
 )
-from clip_min.model import CLIP, CLIPConfig
 
-TINY = CLIPConfig(
-    embed_dim=32, image_resolution=32, vision_patch_size=8, vision_width=64, vision_layers=2, vision_heads=2,
-    context_length=77, vocab_size=1000, text_width=64, text_layers=3, text_heads=2,
-)
-
-
-def tiny_model(seed: int = 0) -> CLIP:
-    torch.manual_seed(seed)
-    return CLIP(TINY)
-
-
-def random_tokens(batch: int, seed: int = 0) -> torch.Tensor:
-    """Zero-padded ids, start 998, end 999 (the largest id, as 49407 is in CLIP's vocabulary)."""
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.zeros(batch, TINY.context_length, dtype=torch.long)
-    for i in range(batch):
-        length = int(torch.randint(3, 20, (1,), generator=generator))
-        tokens[i, 0], tokens[i, length - 1] = 998, 999
-        tokens[i, 1 : length - 1] = torch.randint(1, 998, (length - 2,), generator=generator)
-    return tokens
+from tiny import TINY, random_tokens, tiny_model
 
 
 def randomize_lora(model: nn.Module, seed: int = 1) -> None:
