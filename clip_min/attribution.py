@@ -15,7 +15,7 @@ Choices made here (ours; each is one line of code below if you prefer another):
   baseline is "a text of the same length with nothing in it". The start and end tokens then get
   no attribution (x_i - x'_i = 0), and the words share C(x) - C(x') among themselves.
 - The integral is the trapezoid rule on ``steps`` evenly spaced t in [0, 1], run as batches
-  of up to ``batch_size`` points. 64 points keep completeness within 1% on the models we tried; the attribute command
+  of up to ``batch_size`` points. 256 points keep completeness within 1% on the models we tried; the attribute command
   prints the gap so you can raise --steps when it is not.
 - A token's attribution is the sum of IG_i over its embedding dimensions; a word's is the sum
   over its BPE pieces.
@@ -66,7 +66,9 @@ from .runs import load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
 from .training import mixed_precision, resolve_device
 
-DEFAULT_STEPS = 64
+# Points of the IG integral. On the trained toy IIT-DAS run the worst of 80 texts missed
+# completeness by 13.3% at 64 points of the path, 3.0% at 128 and 0.74% at 256.
+DEFAULT_STEPS = 256
 
 
 class NormsError(ValueError):
