@@ -211,7 +211,20 @@ class CLIP(nn.Module):
         return self.ln_final(x) @ self.text_projection
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, context) token ids -> (B, embed_dim) text features, not normalised."""
+        """(B, context) token ids -> (B, embed_dim) text features, not normalised.
+
+        A batch of 8 or more texts is sorted by length and run as two halves, each cut to its own
+        longest text, so that the short half does not pay for the long one's length (1.6x faster
+        on texts of 10 to 40 tokens; see bench/speed.py). Results equal one run up to rounding.
+        """
+        if tokens.shape[0] < 8:
+            return self.encode_text_unsorted(tokens)
+        order = tokens.argmax(dim=-1).argsort()  # shortest first
+        halves = [self.encode_text_unsorted(tokens[rows]) for rows in order.chunk(2)]
+        return torch.cat(halves)[order.argsort()]  # back in the input's order
+
+    def encode_text_unsorted(self, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_text` in one run over the whole batch, cut to its longest text."""
         x, eot = self.embed_text(tokens)
         return self.project_text(self.transformer(x, causal=True), eot)
 
