@@ -70,12 +70,25 @@ def interchange_features(
 
     Each is (B, embed_dim). Blocks 0..layer run once on [base; source]; the remaining blocks run
     once on the batch of four. The two unpatched outputs equal ``model.encode_text`` of each.
+    As in ``CLIP.encode_text``, a batch of 4 or more pairs runs as two halves sorted by the
+    pair's longer text, each half cut to its own length.
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
+    R = rotation.R  # read once: the parametrization recomputes R on every access
+    if base_tokens.shape[0] < 4:
+        return _interchange_features(model, R, base_tokens, source_tokens, layer, k)
+    order = torch.maximum(base_tokens.argmax(dim=-1), source_tokens.argmax(dim=-1)).argsort()
+    halves = [_interchange_features(model, R, base_tokens[rows], source_tokens[rows], layer, k) for rows in order.chunk(2)]
+    inverse = order.argsort()  # back in the input's order
+    base, source, base_with_source, source_with_base = (torch.cat(parts)[inverse] for parts in zip(*halves))
+    return base, source, base_with_source, source_with_base
+
+
+def _interchange_features(model: CLIP, R: torch.Tensor, base_tokens: torch.Tensor, source_tokens: torch.Tensor,
+                          layer: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     n = base_tokens.shape[0]
     h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)  # (2B, L, width)
     site = _at_end_token(h, eot)  # (2B, width)
-    R = rotation.R  # read once: the parametrization recomputes R on every access
     swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
     patched = h.index_put((torch.arange(2 * n, device=h.device), eot), swapped)  # (2B, L, width)
     # [base, source, base <- source, source <- base]: (4B, L, width) -> (4B, embed_dim)
