@@ -68,33 +68,31 @@ def interchange_features(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features of base, source, base with Y from source, source with Y from base (Eq. 4 both ways).
 
-    Each is (B, embed_dim). Blocks 0..layer run once on [base; source]; the remaining blocks run
-    once on the batch of four. The two unpatched outputs equal ``model.encode_text`` of each.
-    As in ``CLIP.encode_text``, a batch of 4 or more pairs runs as two halves sorted by the
-    pair's longer text, each half cut to its own length.
+    Each is (B, embed_dim). Blocks 0..layer run once on every text, the remaining blocks once on
+    each text and once on its patched copy. The two unpatched outputs equal ``model.encode_text``
+    of each. As in ``CLIP.encode_text``, 8 or more texts run as two halves sorted by length,
+    each cut to its own longest text; only the site's vector crosses between halves.
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
-    R = rotation.R  # read once: the parametrization recomputes R on every access
-    if base_tokens.shape[0] < 4:
-        return _interchange_features(model, R, base_tokens, source_tokens, layer, k)
-    order = torch.maximum(base_tokens.argmax(dim=-1), source_tokens.argmax(dim=-1)).argsort()
-    halves = [_interchange_features(model, R, base_tokens[rows], source_tokens[rows], layer, k) for rows in order.chunk(2)]
-    inverse = order.argsort()  # back in the input's order
-    base, source, base_with_source, source_with_base = (torch.cat(parts)[inverse] for parts in zip(*halves))
-    return base, source, base_with_source, source_with_base
-
-
-def _interchange_features(model: CLIP, R: torch.Tensor, base_tokens: torch.Tensor, source_tokens: torch.Tensor,
-                          layer: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     n = base_tokens.shape[0]
-    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)  # (2B, L, width)
-    site = _at_end_token(h, eot)  # (2B, width)
-    swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
-    patched = h.index_put((torch.arange(2 * n, device=h.device), eot), swapped)  # (2B, L, width)
-    # [base, source, base <- source, source <- base]: (4B, L, width) -> (4B, embed_dim)
-    features = _finish(model, torch.cat([h, patched]), eot.repeat(2), layer)
-    base, source, base_with_source, source_with_base = features.chunk(4)
-    return base, source, base_with_source, source_with_base
+    tokens = torch.cat([base_tokens, source_tokens])  # (2B, context): bases, then their sources
+    order = tokens.argmax(dim=-1).argsort()  # shortest first
+    groups = order.chunk(2) if tokens.shape[0] >= 8 else (order,)
+    runs = [_run_to_site(model, tokens[rows], layer) for rows in groups]  # [(h (b, L_g, width), eot (b,))]
+    inverse = order.argsort()  # sorted position of each input row
+    site = torch.cat([_at_end_token(h, eot) for h, eot in runs])[inverse]  # (2B, width), input order
+    R = rotation.R  # read once: the parametrization recomputes R on every access
+    # Row i < B: base i given source i's subspace; row B + i: source i given base i's.
+    swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])
+    plain, patched = [], []
+    for rows, (h, eot) in zip(groups, runs):
+        h_patched = h.index_put((torch.arange(len(rows), device=h.device), eot), swapped[rows])
+        # [texts, patched texts]: (2b, L_g, width) -> (2b, embed_dim)
+        out = _finish(model, torch.cat([h, h_patched]), eot.repeat(2), layer)
+        plain.append(out[: len(rows)])
+        patched.append(out[len(rows) :])
+    plain, patched = torch.cat(plain)[inverse], torch.cat(patched)[inverse]  # (2B, embed_dim) each
+    return plain[:n], plain[n:], patched[:n], patched[n:]
 
 
 def _run_to_site(model: CLIP, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
