@@ -200,10 +200,11 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
 
     _, captions, descriptions, _, _ = batch(pad=0)
-    longest = int(torch.cat([captions, descriptions]).argmax(dim=-1).max()) + 1
+    lengths = torch.cat([captions, descriptions]).argmax(dim=-1).sort().values + 1
+    short, long = lengths.chunk(2)
     print(f"torch {torch.__version__}, {args.threads} thread(s); {BATCH} images x (caption + description); "
-          f"LoRA rank {RANK} on q, k, v, out_proj; token positions per step: ours {2 * BATCH} x {longest} "
-          f"(cut to the longest text), HF {2 * BATCH} x {CONTEXT}")
+          f"LoRA rank {RANK} on q, k, v, out_proj; token positions per step: ours {len(short)} x {int(short.max())} "
+          f"+ {len(long)} x {int(long.max())} (two halves sorted by length), HF {2 * BATCH} x {CONTEXT}")
     print(f"s/step: median (and fastest) of {STEPS} steps after {WARMUP} warmups, the three setups taking turns")
     print("peak MB: max RSS of a process running that setup alone; train MB: its rise during the two steps")
     print(f"{'setup':<22}{'s/step':>9}{'(min)':>9}{'peak MB':>10}{'train MB':>10}")
