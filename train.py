@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--data", help="Concadia folder (wiki_split.json and resized/); default: the toy world")
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
-    p.add_argument("--transfer", nargs="*", default=[], help="transfer task folders in Food-101's layout")
+    p.add_argument("--transfer", nargs="*", default=[], help="transfer task folders (Food-101, CIFAR-100 or ImageNet layout)")
     p.add_argument("--prompt", default="paper", choices=["paper", "photo", "picture"], help="zero-shot prompt template")
     p.add_argument("--out", help="run folder (default runs/latest, or the --resume folder)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import atomic_save
+from .files import atomic_save
 
 NAME = "checkpoint.pt"
 FORMAT = 1  # bump when the contents change

@@ -33,15 +33,16 @@ import torch.nn.functional as F
 from scipy import stats
 
 from .data import DataError
-from .features import encode_images, file_fingerprint
+from .features import encode_images
+from .files import file_fingerprint
 from .lora import merge_lora, unmerge_lora
 from .losses import clipscore, score
 from .metrics import bootstrap_interval, preference_accuracy
 from .model import CLIP
 from .images import ImageLoadError, load_image
 from .runs import LoadedRun, load_model
-from .tokenizer import tokenize
-from .training import count_truncated, load_split, mixed_precision, resolve_device, split_scores
+from .tokenizer import get_tokenizer
+from .training import load_split, mixed_precision, resolve_device, split_scores
 from .transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
 from .weights import save_clip, save_hf
 
@@ -143,29 +144,22 @@ def vision_id(loaded: LoadedRun) -> str:
     config = loaded.config
     base = config.get("weights")
     if "finetune" not in config:  # plain weights, not a run
-        return _fingerprint(Path(base))
+        return file_fingerprint(base)
     vision_frozen = config["finetune"] == "lora" and config.get("towers", "text") == "text" and config.get("objective") != "clip"
     if vision_frozen:
-        return _fingerprint(Path(base))
-    parts = [_fingerprint(Path(base))] if base else []
+        return file_fingerprint(base)
+    parts = [file_fingerprint(base)] if base else []
     parts += [file_fingerprint(p) for p in (loaded.folder / "weights.pt", loaded.folder / "adapters.pt") if p.is_file()]
     return "|".join(parts)
-
-
-def _fingerprint(path: Path) -> str:
-    if path.is_dir():  # a Hugging Face folder
-        return "|".join(file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file())
-    return file_fingerprint(path)
 
 
 @torch.no_grad()
 def text_features(session: Session, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     """Text features (N, embed_dim), float32 on the CPU; texts past the context are cut, with a note."""
     context = session.model.config.context_length
-    cut = count_truncated(texts, context)
+    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, context)  # (N, context)
     if cut:
         print(f"{cut} of {len(texts)} texts are longer than {context} tokens and were cut", file=sys.stderr)
-    tokens = tokenize(texts, context, truncate=True)
     out = []
     for start in range(0, len(texts), batch_size):
         with session.autocast():

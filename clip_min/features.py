@@ -8,7 +8,6 @@ largest saving in the pipeline. The cache key covers the weights and the exact i
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,42 +15,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from .files import atomic_save, cache_root, file_fingerprint
 from .model import CLIP
 from .images import ImageLoadError, load_image, preprocess
-
-
-def cache_root() -> Path:
-    """Where clip_min keeps generated and cached files: $CLIP_MIN_CACHE or ~/.cache/clip_min."""
-    return Path(os.environ.get("CLIP_MIN_CACHE", Path.home() / ".cache" / "clip_min"))
-
-
-def file_fingerprint(path: Path) -> str:
-    """Cheap identity of a file: absolute path, size and modification time."""
-    stat = Path(path).stat()
-    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def cache_key(weights_id: str, paths: list[Path], resolution: int) -> str:
     digest = hashlib.sha1(f"{weights_id}|{resolution}".encode())
     for path in paths:
-        digest.update(file_fingerprint(path).encode() if Path(path).exists() else str(path).encode())
+        try:
+            digest.update(file_fingerprint(path).encode())
+        except FileNotFoundError:  # counted as missing by the caller; its name still keys the cache
+            digest.update(str(path).encode())
     return digest.hexdigest()[:20]
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename, or a power cut could leave an empty file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def encode_images(

@@ -12,14 +12,14 @@ import json
 import math
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from .data import read_concadia
-from .features import file_fingerprint
+from .files import file_fingerprint
 from .losses import contrastive_loss
 from .model import CLIP, CLIPConfig
 from .images import ImageLoadError, load_image, preprocess
@@ -90,7 +90,7 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
     seed_everything(config.seed)
     model = CLIP(model_config or TOY_CONFIG).to(device) if init is None else load_clip(init, device)
     config = defaults(config, model.config.text_layers, model.config.text_width)
-    write_json(out / "config.json", {**vars_of(config), "weights": None if init is None else str(init), "data": str(data)})
+    write_json(out / "config.json", {**asdict(config), "weights": None if init is None else str(init), "data": str(data)})
 
     examples, skips = read_concadia(data, "train", config.images)
     pixels, kept = load_pixels([e.image_path for e in examples], model.config.image_resolution)
@@ -168,16 +168,12 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
     return summary
 
 
-def vars_of(config: TrainConfig) -> dict:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
-
-
 def toy_base(world: Path) -> Path:
     """The toy world's pretrained base (OpenAI format), pretrained on first use and cached."""
     folder = world / "base"
     weights = folder / "weights.pt"
     stamp = folder / "pretrain.json"
-    expected = json.dumps({"config": vars_of(TOY_PRETRAIN), "model": TOY_CONFIG.__dict__,
+    expected = json.dumps({"config": asdict(TOY_PRETRAIN), "model": TOY_CONFIG.__dict__,
                            "caption_share": TOY_CAPTION_SHARE}, sort_keys=True)
     if weights.is_file() and stamp.is_file() and stamp.read_text() == expected:
         return weights

@@ -188,11 +188,19 @@ class Tokenizer:
         self, texts: str | list[str], context_length: int = CONTEXT_LENGTH, truncate: bool = False
     ) -> torch.Tensor:
         """Rows of [SOT] + ids + [EOT], zero-padded: a LongTensor (N, context_length)."""
+        return self._tokenize(texts, context_length, truncate)[0]
+
+    def tokenize_counting_cuts(self, texts: list[str], context_length: int = CONTEXT_LENGTH) -> tuple[torch.Tensor, int]:
+        """``tokenize(texts, context_length, truncate=True)``, and how many texts it had to cut."""
+        return self._tokenize(texts, context_length, truncate=True)
+
+    def _tokenize(self, texts: str | list[str], context_length: int, truncate: bool) -> tuple[torch.Tensor, int]:
         if isinstance(texts, str):
             texts = [texts]
         if context_length < 2:
             raise ValueError(f"context_length must be at least 2 (for SOT and EOT), got {context_length}")
         out = torch.zeros(len(texts), context_length, dtype=torch.long)  # (N, context_length)
+        cut = 0
         for row, text in enumerate(texts):
             ids = [SOT, *self.encode(text), EOT]
             if len(ids) > context_length:
@@ -204,8 +212,9 @@ class Tokenizer:
                 # Keep the first context_length tokens, but the last must still be EOT, since the
                 # text encoder reads its output at the EOT position.
                 ids = ids[: context_length - 1] + [EOT]
+                cut += 1
             out[row, : len(ids)] = torch.tensor(ids)
-        return out
+        return out, cut
 
 
 @functools.lru_cache(maxsize=None)

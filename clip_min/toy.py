@@ -41,6 +41,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from .files import cache_root
+
 FORMAT_VERSION = 6  # bump when the files written for the same config change
 CONCADIA_SUBDIR = "concadia"
 TRANSFER_SUBDIR = "transfer"
@@ -547,8 +549,7 @@ def word_tokens(text: str) -> list[str]:
 
 def toy_world_dir() -> Path:
     """Default home of the toy world: $CLIP_MIN_CACHE/toy, else ~/.cache/clip_min/toy."""
-    cache = os.environ.get("CLIP_MIN_CACHE")
-    return (Path(cache).expanduser() if cache else Path.home() / ".cache" / "clip_min") / "toy"
+    return cache_root() / "toy"
 
 
 def make_toy_world(root: str | Path, seed: int = 0, n_articles: int = 600, **options) -> Path:

@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed
 from .data import DataError, Example, read_concadia
-from .features import atomic_save, encode_images, file_fingerprint
+from .features import encode_images
+from .files import atomic_save, atomic_write_text, file_fingerprint
 from .intervention import interchange_features
 from .lora import apply_lora, lora_state_dict
 from .losses import behavioral_loss, iit_loss, joint_loss, score
@@ -43,8 +44,8 @@ from .metrics import preference_accuracy, transfer_score
 from .model import CLIP
 from .images import load_image, preprocess
 from .rotation import Rotation
-from .tokenizer import get_tokenizer, tokenize
-from .transfer import PROMPTS, TransferTask, class_text_features, read_food101_layout, zero_shot_f1
+from .tokenizer import get_tokenizer
+from .transfer import PROMPTS, TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
 from .weights import load_clip, save_clip
 
 OBJECTIVES = ("clip", "behavioral", "iit-das", "joint")
@@ -75,7 +76,7 @@ class TrainConfig:
     weights: str | None = None  # OpenAI or Hugging Face CLIP weights; None: the toy world's base
     data: str | None = None  # Concadia folder; None: the toy world
     images: str | None = None  # Concadia's image folder if not DATA/resized
-    transfer: tuple[str, ...] = ()  # transfer task folders (Food-101 layout); the toy tasks in the toy world
+    transfer: tuple[str, ...] = ()  # transfer task folders (Food-101, CIFAR-100 or ImageNet layout); default: the toy tasks
     prompt: str = "paper"  # zero-shot prompt template: paper, photo or picture (see transfer.PROMPTS)
     out: str = "runs/latest"  # run folder
     eval_every: int | None = None  # evaluate every N steps (and at the start and end)
@@ -198,11 +199,6 @@ class Split:
     captions: torch.Tensor  # (N, context) token ids
 
 
-def count_truncated(texts: list[str], context_length: int) -> int:
-    tokenizer = get_tokenizer()
-    return sum(len(tokenizer.encode(t)) + 2 > context_length for t in texts)
-
-
 def load_split(model: CLIP, data: Path, images: str | None, split: str, weights_id: str, device: str, autocast) -> Split:
     """Read a Concadia split, encode its images (cached), tokenize its texts; report what was skipped."""
     examples, skips = read_concadia(data, split, images)
@@ -217,15 +213,11 @@ def load_split(model: CLIP, data: Path, images: str | None, split: str, weights_
     print(f"{split}: {len(examples)} images; {skips.summary()}")
     context = model.config.context_length
     texts = [e.description for e in examples] + [e.caption for e in examples]
-    cut = count_truncated(texts, context)
+    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, context)  # (2N, context)
     if cut:
         print(f"{split}: {cut} texts longer than {context} tokens were cut to {context}")
-    return Split(
-        examples,
-        features,
-        tokenize([e.description for e in examples], context, truncate=True),
-        tokenize([e.caption for e in examples], context, truncate=True),
-    )
+    descriptions, captions = tokens.chunk(2)
+    return Split(examples, features, descriptions, captions)
 
 
 @torch.no_grad()
@@ -256,9 +248,8 @@ class TaskData:
 def load_tasks(model: CLIP, folders, weights_id: str, device: str, autocast) -> list[TaskData]:
     loaded = []
     for folder in folders:
-        task = read_food101_layout(folder)
-        features, ok = encode_images(model, task.image_paths, weights_id, device=device, autocast=autocast,
-                                     desc=f"encoding {task.name} images")
+        task = read_task(folder)
+        features, ok = encode_task(model, task, weights_id, device, autocast)
         if not ok.all():
             print(f"transfer task {task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out")
         labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
@@ -328,15 +319,11 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 # Test-only fault injection (tests/test_checkpoint.py): make the loss of step N NaN, or have the

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from clip_min.files import atomic_save
 from clip_min.model import CLIP, CLIPConfig
 
 # Entries of OpenAI's archives that describe the model rather than hold weights.
@@ -82,17 +83,7 @@ def save_clip(model: CLIP, path: str | os.PathLike) -> None:
             f"cannot save to {path}: the model holds tensors OpenAI's format has no place for "
             f"({_some(extra)}); merge or detach adapters first and save them on their own"
         )
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so os.replace is one rename
-    try:
-        with open(temp, "wb") as file:
-            torch.save(state_dict, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_save(state_dict, path)
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:

@@ -65,7 +65,7 @@ def test_toy_pipeline_end_to_end(world, base, tmp_path, objective, method):
     loaded = load_run(run)
     assert (loaded.rotation is not None) == (objective != "behavioral")
     from clip_min.training import load_split, mixed_precision
-    from clip_min.features import file_fingerprint
+    from clip_min.files import file_fingerprint
 
     autocast, _ = mixed_precision("off", "cpu")
     test = load_split(loaded.model, world / "concadia", None, "test", file_fingerprint(base), "cpu", autocast)
