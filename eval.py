@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import sys
 
+from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
 
 # Modules that add subcommands, each through add_commands(subparsers). selection (model
@@ -40,9 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except OSError as err:  # before USER_ERRORS, which include it: a disk, permission or path problem
+        print(f"eval.py: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     except USER_ERRORS as err:
         print(f"eval.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("eval.py: interrupted; nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -2,68 +2,111 @@
 
     python train.py --objective behavioral --lora-rank 64          # toy world, on a CPU
     python train.py --weights ViT-B-32.pt --data concadia/ --objective iit-das
-    python train.py --resume runs/latest ...                    # the same flags: go on from the checkpoint
+    python train.py --resume runs/latest                        # go on from the checkpoint, as configured
     torchrun --nproc_per_node=8 train.py ...                    # 8 processes share each batch
 
-Every flag is a field of clip_min.training.TrainConfig; unset ones take the paper's defaults.
+Every flag is a field of clip_min.training.TrainConfig; unset ones take its defaults (the
+paper's). With --resume, unset ones take the run's saved configuration instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
+from pathlib import Path
 
 from clip_min.data import DataError
+from clip_min.files import describe_os_error
+from clip_min.images import ImageLoadError
+from clip_min.runs import read_run_config
+from clip_min.toy import toy_world_dir
 from clip_min.training import TrainConfig
 from clip_min.weights import WeightsError
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--objective", default="behavioral", choices=["clip", "behavioral", "iit-das", "joint"])
-    p.add_argument("--finetune", default="lora", choices=["lora", "full"])
+    # Flags left out are left out of the result (SUPPRESS), so that TrainConfig is the one home of
+    # the defaults and a resumed run can tell a flag given from one left to its saved value.
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--objective", choices=["clip", "behavioral", "iit-das", "joint"])
+    p.add_argument("--finetune", choices=["lora", "full"])
     p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 64 behavioral, 128 iit-das/joint)")
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha; scaling = alpha / r (default: r)")
-    p.add_argument("--lora-dropout", type=float, default=0.0)
-    p.add_argument("--lora-targets", default="attn", choices=["qv", "attn", "all-linear"])
-    p.add_argument("--towers", default="text", choices=["text", "both"], help="train the text tower only (default) or both")
+    p.add_argument("--lora-dropout", type=float)
+    p.add_argument("--lora-targets", choices=["qv", "attn", "all-linear"])
+    p.add_argument("--towers", choices=["text", "both"], help="train the text tower only (default) or both")
     p.add_argument("--layer", type=int, help="text block whose output is intervened on (default 10; toy: second to last)")
     p.add_argument("--intervention-size", type=int, help="k, rotated coordinates interchanged (default 256; toy: width/2)")
-    p.add_argument("--joint-alpha", type=float, default=0.5, help="a in Eq. 5, weight of the IIT loss")
+    p.add_argument("--joint-alpha", type=float, help="a in Eq. 5, weight of the IIT loss")
     p.add_argument("--lr", type=float, help="learning rate (default per objective, see README)")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 penalty, Adam weight decay")
+    p.add_argument("--l2", type=float, help="L2 penalty, Adam weight decay")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--data", help="Concadia folder (wiki_split.json and resized/); default: the toy world")
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
-    p.add_argument("--transfer", nargs="*", default=[], help="transfer task folders (Food-101, CIFAR-100 or ImageNet layout)")
-    p.add_argument("--prompt", default="paper", choices=["paper", "photo", "picture"], help="zero-shot prompt template")
+    p.add_argument("--transfer", nargs="*", help="transfer task folders (Food-101, CIFAR-100 or ImageNet layout)")
+    p.add_argument("--prompt", choices=["paper", "photo", "picture"], help="zero-shot prompt template")
     p.add_argument("--out", help="run folder (default runs/latest, or the --resume folder)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
     p.add_argument("--checkpoint-every", type=int,
                    help="write checkpoint.pt every N steps and at the end (default: --eval-every)")
     p.add_argument("--resume", metavar="DIR",
-                   help="go on with the run in DIR from its checkpoint; give the flags it started with")
-    args = vars(p.parse_args(argv))
-    args["transfer"] = tuple(args["transfer"])
-    args["out"] = args["out"] or args["resume"] or "runs/latest"
-    return TrainConfig(**args)
+                   help="go on with the run in DIR from its checkpoint, with its saved configuration; "
+                        "flags given must agree with it, except how long, how often and on which device")
+    given = vars(p.parse_args(argv))
+    if "transfer" in given:
+        given["transfer"] = tuple(given["transfer"])
+    if given.get("resume"):
+        given = {**saved_flags(given["resume"]), **given}
+    given["out"] = given.get("out") or given.get("resume") or "runs/latest"
+    return TrainConfig(**given)
+
+
+def saved_flags(folder: str) -> dict:
+    """The configuration a run in ``folder`` was started with, as TrainConfig fields."""
+    if not Path(folder).is_dir():
+        return {}  # training.check names the missing folder
+    config = read_run_config(folder)
+    names = {f.name for f in fields(TrainConfig)} - {"out", "resume"}
+    saved = {name: config[name] for name in names if name in config}
+    saved["transfer"] = tuple(saved.get("transfer") or ())
+    # A toy run's config.json names the toy world's files; None keeps it a toy run (banner, summary).
+    if saved.get("data") == str(toy_world_dir() / "concadia"):
+        saved["weights"] = saved["data"] = None
+    return saved
+
+
+def interrupted(out: str | None) -> str:
+    """What Ctrl-C leaves: where the last checkpoint is and the command that goes on from it."""
+    if out is not None and (Path(out) / "checkpoint.pt").is_file():
+        return (f"train.py: interrupted; the last checkpoint is {Path(out) / 'checkpoint.pt'}; "
+                f"go on with: python train.py --resume {out}")
+    return "train.py: interrupted before the first checkpoint; nothing to resume, start the run again"
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    from clip_min.pipeline import run
-
+    config = None
     try:
+        config = parse_args(argv)
+        from clip_min.pipeline import run
+
         run(config)
-    except (ValueError, FileNotFoundError, DataError, WeightsError, FloatingPointError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
+    except (ValueError, DataError, WeightsError, FloatingPointError, ImageLoadError) as err:
+        print(f"train.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except OSError as err:  # an unwritable or full disk, a file in the way, an unusable CLIP_MIN_CACHE
+        print(f"train.py: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted(config.out if config else None), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -157,7 +157,7 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
                               f"a resumed run may change only {', '.join('--' + n.replace('_', '-') for n in MAY_CHANGE)}")
     if state["run"]["weights_id"] != weights_id:
         raise CheckpointError(f"--resume {folder}: the base weights {run_config['weights']} changed since the run started "
-                              "(size or modification time); resume with the file the run started from")
+                              "(their contents differ); resume with the file the run started from")
     return state
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "wiki_split.json"
 IMAGES_SUBDIR = "resized"
 # Every reason a record can be skipped for; the order is the order of a tie in summary().
-SKIP_REASONS = ("missing field", "empty text", "missing image", "undecodable image")
+SKIP_REASONS = ("missing field", "empty text", "unsafe filename", "missing image", "undecodable image")
 
 
 class DataError(ValueError):
@@ -139,6 +139,8 @@ def _load_records(split_path: Path) -> list:
     try:
         with open(split_path, encoding="utf-8") as f:
             content = json.load(f)
+    except RecursionError:
+        raise DataError(f"cannot parse {split_path}: JSON nested too deeply for Concadia's format; re-download {SPLIT_FILE}") from None
     except json.JSONDecodeError as err:
         raise DataError(
             f"cannot parse {split_path}: {err.msg} at line {err.lineno}; re-download {SPLIT_FILE}"
@@ -171,6 +173,8 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
         return None, "missing field"
     if not description.strip() or not caption.strip():
         return None, "empty text"
+    if not is_inside(filename):
+        return None, "unsafe filename"
     image_path = images_dir / filename
     if not image_path.is_file():
         return None, "missing image"
@@ -185,6 +189,16 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
         filename=filename,
     )
     return example, None
+
+
+def is_inside(filename: str) -> bool:
+    """Whether a record's file name stays inside the image folder: relative, without "..".
+
+    A file name is data from the JSON file; "../../.ssh/id_rsa" or "/etc/passwd" would otherwise
+    have us open files anywhere the user can read.
+    """
+    path = PurePath(filename)
+    return not path.is_absolute() and not path.drive and ".." not in path.parts and "\\" not in filename
 
 
 def _raw_text(entry: object) -> str | None:

@@ -34,7 +34,7 @@ from scipy import stats
 
 from .data import DataError
 from .features import encode_images
-from .files import file_fingerprint
+from .files import content_fingerprint
 from .lora import merge_lora, unmerge_lora
 from .losses import clipscore, score
 from .metrics import bootstrap_interval, preference_accuracy
@@ -144,12 +144,12 @@ def vision_id(loaded: LoadedRun) -> str:
     config = loaded.config
     base = config.get("weights")
     if "finetune" not in config:  # plain weights, not a run
-        return file_fingerprint(base)
+        return content_fingerprint(base)
     vision_frozen = config["finetune"] == "lora" and config.get("towers", "text") == "text" and config.get("objective") != "clip"
     if vision_frozen:
-        return file_fingerprint(base)
-    parts = [file_fingerprint(base)] if base else []
-    parts += [file_fingerprint(p) for p in (loaded.folder / "weights.pt", loaded.folder / "adapters.pt") if p.is_file()]
+        return content_fingerprint(base)
+    parts = [content_fingerprint(base)] if base else []
+    parts += [content_fingerprint(p) for p in (loaded.folder / "weights.pt", loaded.folder / "adapters.pt") if p.is_file()]
     return "|".join(parts)
 
 

@@ -2,7 +2,9 @@
 
 The authors train only the text tower, so every image's embedding is fixed for the whole run:
 encoding the 77k Concadia images once and reusing them across epochs and runs is the single
-largest saving in the pipeline. The cache key covers the weights and the exact image files.
+largest saving in the pipeline. The cache key covers the weights (by content) and the image files
+(by path, size and modification time). With ``--towers both`` the tower trains, and
+:func:`encode_now` bypasses the cache.
 """
 
 from __future__ import annotations
@@ -67,14 +69,53 @@ def encode_arrays(
     return _encode_cached(model, len(pixels), lambda row: Image.fromarray(pixels[row]), key, batch_size, device, autocast, desc)
 
 
-@torch.no_grad()
+def encode_now(
+    model: CLIP,
+    paths: list[Path],
+    pixels: np.ndarray | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    autocast=None,
+    desc: str = "encoding images",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`encode_images` (or :func:`encode_arrays`, given ``pixels``), bypassing the cache.
+
+    For a vision tower that is being trained (``--towers both``): its features change every step.
+    """
+    if pixels is not None:
+        return _encode(model, len(pixels), lambda row: Image.fromarray(pixels[row]), batch_size, device, autocast, desc)
+    return _encode(model, len(paths), lambda row: load_image(paths[row]), batch_size, device, autocast, desc)
+
+
 def _encode_cached(model: CLIP, n: int, load, key: str, batch_size: int, device: str, autocast, desc: str):
     """Encode images 0 .. n - 1, each opened by ``load(row)``, or read them from the cache under ``key``."""
-    resolution = model.config.image_resolution
     cache_file = cache_root() / "features" / f"{key}.pt"
     if cache_file.exists():
+        cached = _read_cache(cache_file, n, model.config.embed_dim)
+        if cached is not None:
+            return cached
+    features, ok = _encode(model, n, load, batch_size, device, autocast, desc)
+    atomic_save({"features": features, "ok": ok}, cache_file)
+    return features, ok
+
+
+def _read_cache(cache_file: Path, n: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cached (features, ok) pair, or None, with a note, if the file is damaged: it is then rebuilt."""
+    try:
         cached = torch.load(cache_file, map_location="cpu", weights_only=True)
-        return cached["features"], cached["ok"]
+        features, ok = cached["features"], cached["ok"]
+        if features.shape == (n, embed_dim) and ok.shape == (n,) and ok.dtype == torch.bool:
+            return features, ok
+    except Exception:  # a damaged zip or pickle surfaces as many exception types
+        pass
+    print(f"note: the feature cache {cache_file} is damaged; computing the features again")
+    return None
+
+
+@torch.no_grad()
+def _encode(model: CLIP, n: int, load, batch_size: int, device: str, autocast, desc: str):
+    """Encode images 0 .. n - 1, each opened by ``load(row)``: features (n, embed_dim), ok (n,)."""
+    resolution = model.config.image_resolution
     features = torch.zeros(n, model.config.embed_dim)
     ok = torch.zeros(n, dtype=torch.bool)
     model.eval()
@@ -92,5 +133,4 @@ def _encode_cached(model: CLIP, n: int, load, key: str, batch_size: int, device:
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             features[rows] = model.encode_image(pixels).float().cpu()
         ok[rows] = True
-    atomic_save({"features": features, "ok": ok}, cache_file)
     return features, ok

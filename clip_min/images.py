@@ -6,6 +6,7 @@ a checkpoint sees the inputs it was evaluated on without torchvision installed.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,42 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+# The longest side may be at most this many times the shortest: panoramas pass, strips do not.
+MAX_ASPECT = 100
+
+
 class ImageLoadError(RuntimeError):
     """An image file is missing or cannot be decoded."""
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file, so a bad file fails here and not mid-batch."""
+    """Open and fully decode an image file, so a bad file fails here and not mid-batch.
+
+    The size is checked from the header before decoding: a few-kB file can claim billions of
+    pixels (a decompression bomb), and a 300000 x 1 strip would be resized to 224 rows of 67
+    million pixels. PIL only warns between MAX_IMAGE_PIXELS and twice that; we refuse both.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()  # PIL decodes lazily; force it while we can still name the file
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_size(image.width, image.height, path)
+                image.load()  # PIL decodes lazily; force it while we can still name the file
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(f"{path}: refused, too many pixels to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ImageLoadError(f"cannot decode {path} as an image ({err}); is it a JPEG/PNG file?") from err
     return image
+
+
+def check_size(width: int, height: int, path: str | Path) -> None:
+    """Refuse an image too elongated to resize: its long side would become MAX_ASPECT x the short."""
+    if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageLoadError(f"{path}: refused, {width} x {height} pixels is more elongated than {MAX_ASPECT}:1, "
+                             "and resizing its short side to the model's resolution would need too much memory")
 
 
 def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import distributed
 from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
+from .runlock import own_run_folder
 from .toy import make_toy_world, toy_world_dir
 from .training import TrainConfig, check, finetune, resolve_device
 
@@ -33,7 +35,8 @@ def run(config: TrainConfig) -> dict:
                          "start it without torchrun")
     distributed.init(resolve_device(config.device))
     try:
-        with distributed.quiet_unless_main():
+        # The main process writes the run folder, so it owns it for the whole run (clip_min.runlock).
+        with distributed.quiet_unless_main(), own_run_folder(config.out) if distributed.is_main() else nullcontext():
             return _run(config)
     finally:
         distributed.close()

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .data import read_concadia
-from .files import file_fingerprint
+from .files import content_fingerprint
 from .losses import contrastive_loss
 from .model import CLIP, CLIPConfig
 from .images import ImageLoadError, load_image, preprocess
@@ -152,7 +152,7 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
 
     # Evaluate through the saved file, so these image features are the ones a later fine-tuning
     # run from this model finds in the cache.
-    weights_id = file_fingerprint(out / "weights.pt")
+    weights_id = content_fingerprint(out / "weights.pt")
     test = load_split(model, data, config.images, "test", weights_id, device, autocast)
     task_data = load_tasks(model, tasks, weights_id, device, autocast)
     accuracy = split_accuracy(model, test, device, autocast)

@@ -11,11 +11,17 @@ import torch
 from .lora import apply_lora, load_lora_state_dict
 from .model import CLIP
 from .rotation import Rotation
-from .weights import WeightsError, load_clip
+from .files import content_fingerprint
+from .weights import WeightsError, check_vocabulary, load_clip
 
 
 class RunError(ValueError):
     """A run folder that cannot be loaded; the message says what is missing."""
+
+
+# config.json fields every run has, and those a LoRA run needs to rebuild its adapters.
+REQUIRED_FIELDS = ("objective", "finetune")
+LORA_FIELDS = ("weights", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "towers")
 
 
 @dataclass
@@ -34,9 +40,19 @@ def read_run_config(folder: str | Path) -> dict:
     if not path.is_file():
         raise RunError(f"{folder} is not a train.py run folder: config.json is missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path} is not valid JSON ({err.msg}); the run folder is damaged") from None
+        config = json.loads(path.read_text())
+    except RecursionError:
+        raise RunError(f"{path} is JSON nested too deeply to be a run's config; the run folder is damaged") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} is not valid JSON ({getattr(err, 'msg', err)}); the run folder is damaged") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path} holds a JSON {type(config).__name__}, not the object train.py writes; the run folder is damaged")
+    missing = [name for name in REQUIRED_FIELDS if name not in config]
+    if config.get("finetune") == "lora" and config.get("objective") != "clip":
+        missing += [name for name in LORA_FIELDS if name not in config]
+    if missing:
+        raise RunError(f"{path} lacks {', '.join(missing)}; the run folder is damaged or not from train.py")
+    return config
 
 
 def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
@@ -52,25 +68,62 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
         if not adapters_path.is_file():
             raise RunError(f"{folder}: adapters.pt is missing; a LoRA run writes it at its end")
         base = config.get("weights")
-        if not base or not Path(base).is_file():
+        if not isinstance(base, str) or not Path(base).is_file():
             raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
+        check_base(folder, base, config.get("weights_id"))
         model = load_clip(base, device)
-        apply_lora(model, config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
-                   config["lora_targets"], config["towers"])
+        check_vocabulary(model, base)
+        try:
+            apply_lora(model, config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
+                       config["lora_targets"], config["towers"])
+        except (ValueError, TypeError) as err:
+            raise RunError(f"{folder / 'config.json'}: its LoRA settings cannot be applied ({err}); the run folder is damaged") from None
     rotation = None
     if adapters_path.is_file():
-        try:
-            adapters = torch.load(adapters_path, map_location=device, weights_only=True)
-        except Exception as err:  # torch raises many types for a damaged file
-            raise RunError(f"{adapters_path} cannot be read ({type(err).__name__}); the run folder is damaged") from None
-        if "lora" in adapters:
-            load_lora_state_dict(model, adapters["lora"])
+        adapters = read_adapters(adapters_path, device)
+        if config["finetune"] == "lora" and config["objective"] != "clip":
+            if "lora" not in adapters:
+                raise RunError(f"{adapters_path} has no LoRA tensors ('lora'), so it would evaluate the bare base model; "
+                               "the run folder is damaged")
+            try:
+                load_lora_state_dict(model, adapters["lora"])
+            except ValueError as err:
+                raise RunError(f"{adapters_path}: {err}; the run folder is damaged") from None
+        if config["objective"] in ("iit-das", "joint") and "rotation" not in adapters:
+            raise RunError(f"{adapters_path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
         if "rotation" in adapters:
             rotation = Rotation(model.config.text_width).to(device)
-            rotation.load_state_dict(adapters["rotation"])
+            try:
+                rotation.load_state_dict(adapters["rotation"])
+            except RuntimeError as err:
+                first = str(err).strip().splitlines()[-1].strip()
+                raise RunError(f"{adapters_path}: its rotation does not fit this model ({first}); the run folder is damaged") from None
             rotation.eval()
     model.eval()
     return LoadedRun(model, rotation, config, folder)
+
+
+def check_base(folder: Path, base: str, weights_id: str | None) -> None:
+    """Refuse base weights whose contents are not those the run trained on (config.json's weights_id)."""
+    if weights_id is not None and content_fingerprint(base) != weights_id:
+        raise RunError(f"{folder}: its base weights {base} are not the ones it was trained on (their contents changed); "
+                       "restore that file, or evaluate with the weights the run started from")
+
+
+def read_adapters(path: Path, device: str) -> dict:
+    """adapters.pt, checked: a dict of dicts of finite tensors."""
+    try:
+        adapters = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise RunError(f"{path} cannot be read ({type(err).__name__}); the run folder is damaged") from None
+    if not isinstance(adapters, dict) or not all(
+        isinstance(part, dict) and all(isinstance(t, torch.Tensor) for t in part.values()) for part in adapters.values()
+    ):
+        raise RunError(f"{path} is not what train.py writes (a dict of 'lora' and 'rotation' tensors); the run folder is damaged")
+    broken = [f"{part}.{name}" for part, tensors in adapters.items() for name, t in tensors.items() if not torch.isfinite(t).all()]
+    if broken:
+        raise RunError(f"{path}: {broken[0]} holds NaN or infinite values; the run diverged or the file is damaged")
+    return adapters
 
 
 def load_model(weights: str | None, run: str | None, device: str = "cpu") -> LoadedRun:
@@ -85,4 +138,6 @@ def load_model(weights: str | None, run: str | None, device: str = "cpu") -> Loa
         weights = str(toy_base(world))
     if not Path(weights).exists():
         raise WeightsError(f"{weights}: no such file or folder; pass --weights an OpenAI or Hugging Face CLIP checkpoint")
-    return LoadedRun(load_clip(weights, device), None, {"weights": str(weights)}, Path(weights))
+    model = load_clip(weights, device)
+    check_vocabulary(model, weights)
+    return LoadedRun(model, None, {"weights": str(weights)}, Path(weights))

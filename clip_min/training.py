@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed
 from .data import DataError, Example, read_concadia
-from .features import encode_images
-from .files import atomic_save, atomic_write_text, file_fingerprint
+from .features import encode_images, encode_now
+from .files import atomic_save, atomic_write_text, content_fingerprint
 from .intervention import interchange_features
 from .lora import apply_lora, lora_state_dict
 from .losses import behavioral_loss, iit_loss, joint_loss, score
@@ -46,7 +46,7 @@ from .images import load_image, preprocess
 from .rotation import Rotation
 from .tokenizer import get_tokenizer
 from .transfer import PROMPTS, TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
-from .weights import load_clip, save_clip
+from .weights import check_vocabulary, load_clip, save_clip
 
 OBJECTIVES = ("clip", "behavioral", "iit-das", "joint")
 
@@ -129,6 +129,20 @@ def defaults(config: TrainConfig, text_layers: int, text_width: int) -> TrainCon
     return config
 
 
+def check_against_model(config: TrainConfig, model: CLIP) -> None:
+    """Refuse settings the loaded model cannot take: a rank above a layer's width, a block it lacks."""
+    widths = [model.config.text_width] + ([model.config.vision_width] if config.towers == "both" else [])
+    if config.finetune == "lora" and config.lora_rank > min(widths):
+        raise ValueError(f"--lora-rank {config.lora_rank} is more than the adapted layers' width {min(widths)}; "
+                         f"a rank above it adds nothing, use at most {min(widths)}")
+    if config.objective in ("iit-das", "joint"):
+        if not 0 <= config.layer < model.config.text_layers:
+            raise ValueError(f"--layer {config.layer}: the text tower has blocks 0 to {model.config.text_layers - 1}")
+        if config.intervention_size > model.config.text_width:
+            raise ValueError(f"--intervention-size {config.intervention_size} is more than the text width "
+                             f"{model.config.text_width}")
+
+
 def check(config: TrainConfig) -> None:
     """Refuse settings that cannot run, naming the setting and what it may be."""
     choices = dict(objective=OBJECTIVES, finetune=("lora", "full"), lora_targets=("qv", "attn", "all-linear"),
@@ -163,8 +177,23 @@ def check(config: TrainConfig) -> None:
 
 
 def resolve_device(device: str) -> str:
+    """``--device`` as a device this machine has: auto, cpu, cuda, cuda:N or mps; else a one-line error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {device}: PyTorch sees no CUDA GPU on this machine; use --device cpu (or auto)")
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: Apple's MPS is not available here; use --device cpu (or auto)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device}: clip_min runs on cpu, cuda or mps")
     return device
 
 
@@ -241,7 +270,7 @@ def split_accuracy(model: CLIP, split: Split, device: str, autocast) -> float:
 
 @dataclass
 class TaskData:
-    task: TransferTask
+    task: TransferTask  # only the images that decoded
     image_features: torch.Tensor  # (N, embed_dim)
 
 
@@ -252,9 +281,22 @@ def load_tasks(model: CLIP, folders, weights_id: str, device: str, autocast) -> 
         features, ok = encode_task(model, task, weights_id, device, autocast)
         if not ok.all():
             print(f"transfer task {task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out")
-        labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
-        loaded.append(TaskData(replace(task, labels=labels), features[ok]))
+        good = ok.tolist()
+        kept = replace(task, labels=[label for label, g in zip(task.labels, good) if g],
+                       image_paths=[path for path, g in zip(task.image_paths, good) if g],
+                       pixels=None if task.pixels is None else task.pixels[ok.numpy()])
+        loaded.append(TaskData(kept, features[ok]))
     return loaded
+
+
+def refresh_image_features(model: CLIP, splits: list[Split], tasks: list[TaskData], device: str, autocast) -> None:
+    """With --towers both the vision tower trains: encode the evaluation images again with it as it is now."""
+    for split in splits:
+        split.image_features, _ = encode_now(model, [e.image_path for e in split.examples], device=device,
+                                             autocast=autocast, desc="encoding images with the training vision tower")
+    for data in tasks:
+        data.image_features, _ = encode_now(model, data.task.image_paths, data.task.pixels, device=device,
+                                            autocast=autocast, desc="encoding images with the training vision tower")
 
 
 @torch.no_grad()
@@ -344,10 +386,12 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     main = distributed.is_main()
     seed_everything(config.seed)
     model = load_clip(weights, device)
+    check_vocabulary(model, weights)
     config = defaults(config, model.config.text_layers, model.config.text_width)
+    check_against_model(config, model)
     config = replace(config, checkpoint_every=config.checkpoint_every or config.eval_every)
     run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
-    weights_id = file_fingerprint(weights)
+    weights_id = content_fingerprint(weights)
     # A checkpoint to resume from is read and checked before anything in the run folder changes.
     resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
 
@@ -363,7 +407,8 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     template = PROMPTS[config.prompt]
     before = None
     if main:
-        start_run_folder(out, run_config, resumed)
+        # The base's fingerprint goes beside the config, so eval.py --run can tell a replaced base.
+        start_run_folder(out, {**run_config, "weights_id": weights_id}, resumed)
         if resumed:
             before = resumed["run"]["before"]
         else:
@@ -393,6 +438,8 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
 
     def evaluate(step: int) -> None:
         model.eval()
+        if config.towers == "both":
+            refresh_image_features(model, [val], task_data, device, autocast)
         f1 = transfer_f1(model, task_data, template, device, autocast)
         losses = progress.losses[-config.eval_every:]
         record = dict(step=step, loss=statistics.fmean(losses) if losses else None,
@@ -464,6 +511,8 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
         distributed.barrier()  # wait for the main process to finish
         return {}
     model.eval()
+    if config.towers == "both":
+        refresh_image_features(model, [test], task_data, device, autocast)
     accuracy = split_accuracy(model, test, device, autocast)
     f1 = transfer_f1(model, task_data, template, device, autocast)
     wall = time.perf_counter() - started

@@ -110,6 +110,13 @@ def read_cifar100(root: str | Path, split: str = "test", name: str = "cifar100")
     if len(labels) != len(data):
         raise DataError(f"{data_file}: {len(data)} images but {len(labels)} labels; re-download it")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"fine_label_names"]]
+    if not names:
+        raise DataError(f"{meta_file}: b'fine_label_names' lists no classes; re-download CIFAR-100's meta file")
+    # A label outside the class list would count as a misclassification of a class that is not there.
+    outside = [label for label in labels if not (isinstance(label, (int, np.integer)) and 0 <= label < len(names))]
+    if outside:
+        raise DataError(f"{data_file}: {len(outside)} label(s) outside the {len(names)} classes of meta "
+                        f"(first {outside[0]!r}); the split and meta files do not belong together, re-download them")
     pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3, 32, 32) -> (N, 32, 32, 3)
     classes = [n.replace("_", " ") for n in names]
     return TransferTask(name, classes, [], [int(label) for label in labels], np.ascontiguousarray(pixels))

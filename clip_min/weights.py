@@ -2,7 +2,8 @@
 
 Three formats reach :func:`load_clip`:
 
-* OpenAI's released ``.pt`` files: TorchScript archives whose tensors are fp16.
+* OpenAI's released ``.pt`` files: TorchScript archives whose tensors are fp16, read as data
+  without running their code (:mod:`clip_min.torchscript`).
 * Plain state dicts with OpenAI's key names, from ``torch.save`` (our own :func:`save_clip`,
   open_clip's ``-quickgelu`` checkpoints, which may wrap them as ``{"state_dict": ...}`` with
   the ``module.`` prefix of DistributedDataParallel) or from a ``.safetensors`` file.
@@ -23,14 +24,15 @@ import json
 import os
 import pickle
 import struct
-import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from clip_min import torchscript
 from clip_min.files import atomic_save
 from clip_min.model import CLIP, CLIPConfig
+from clip_min.tokenizer import EOT
 
 # Entries of OpenAI's archives that describe the model rather than hold weights.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -61,6 +63,13 @@ def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu") -> CL
     _check_against_model(state_dict, model.state_dict(), path)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.to(device).eval()
+
+
+def check_vocabulary(model: CLIP, path: str | os.PathLike) -> None:
+    """Refuse weights with fewer token embeddings than CLIP's tokenizer has ids (49408)."""
+    if model.config.vocab_size <= EOT:
+        raise WeightsError(f"{path}: its token embedding has {model.config.vocab_size} rows, but CLIP's tokenizer "
+                           f"gives ids up to {EOT}; these weights are not for CLIP's vocabulary, pass a CLIP checkpoint")
 
 
 def save_clip(model: CLIP, path: str | os.PathLike) -> None:
@@ -137,8 +146,13 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         if config_file.is_file():
             hf_config = _read_hf_config(config_file)
             _check_hf_activation(hf_config, path)
-    state_dict = {key: value for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
-    return {key: value.float() for key, value in state_dict.items()}, hf_config
+    state_dict = {key: value.float() for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
+    # A NaN or inf weight gives NaN scores that print as numbers downstream; refuse it here.
+    broken = [key for key, value in state_dict.items() if not torch.isfinite(value).all()]
+    if broken:
+        raise WeightsError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({_some(broken)}); "
+                           "the weights are damaged, download or re-export them")
+    return state_dict, hf_config
 
 
 def openai_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -326,12 +340,13 @@ def _read_file(path: Path) -> object:
             except zipfile.BadZipFile as err:  # the zip's directory is at its end: the first thing a cut loses
                 raise WeightsError(f"{path}: a zip archive without a readable directory, so truncated or corrupt; download or copy it again") from err
             if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
-                # OpenAI's released models: torch.load cannot read TorchScript, and
-                # weights_only=True would refuse its pickled classes anyway. torch 2.13 marks
-                # torch.jit.load deprecated, a warning the user can do nothing about.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    return torch.jit.load(str(path), map_location="cpu").state_dict()
+                # OpenAI's released models. torch.jit.load would run the archive's code, so
+                # the archive is read as data instead (clip_min.torchscript).
+                try:
+                    return torchscript.read_state_dict(path)
+                except torchscript.ArchiveError as err:
+                    raise WeightsError(f"{path}: a TorchScript archive that cannot be read as weights: {err}; "
+                                       "use OpenAI's released file or a plain state dict") from None
             return torch.load(path, map_location="cpu", weights_only=True)
         if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
             return _read_safetensors(path)
@@ -383,6 +398,8 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 def _read_hf_config(path: Path) -> dict:
     try:
         config = json.loads(path.read_text())
+    except RecursionError:
+        raise WeightsError(f"{path}: JSON nested too deeply to be a config; restore the config.json of this checkpoint") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise WeightsError(f"{path}: not valid JSON ({err}); restore the config.json of this checkpoint") from err
     if not isinstance(config, dict):
