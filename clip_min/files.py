@@ -31,8 +31,9 @@ def content_fingerprint(path: str | Path) -> str:
 
     Weights are identified by content: a copy with another model's size and modification time
     must not inherit its cached features or pass as a run's base. Hashing ViT-B/32 takes about a
-    second, so each result is remembered under the file's path, size and mtime in
-    cache_root()/hashes.json and recomputed only when one of them changes.
+    second, so each result is remembered in cache_root()/hashes.json under the file's path, size,
+    mtime, inode and ctime, and recomputed when one of them changes. ctime is the one a user
+    cannot set back: copying bytes over a file, or setting its mtime, moves it to now.
     """
     path = Path(path)
     if path.is_dir():  # a Hugging Face checkpoint folder
@@ -45,7 +46,8 @@ def content_fingerprint(path: str | Path) -> str:
         memo = {}
     if not isinstance(memo, dict):
         memo = {}
-    key = file_fingerprint(path)
+    stat = path.stat()
+    key = f"{file_fingerprint(path)}:{stat.st_ino}:{stat.st_ctime_ns}"
     if key not in memo:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
