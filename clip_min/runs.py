@@ -48,8 +48,6 @@ def read_run_config(folder: str | Path) -> dict:
     if not isinstance(config, dict):
         raise RunError(f"{path} holds a JSON {type(config).__name__}, not the object train.py writes; the run folder is damaged")
     missing = [name for name in REQUIRED_FIELDS if name not in config]
-    if config.get("finetune") == "lora" and config.get("objective") != "clip":
-        missing += [name for name in LORA_FIELDS if name not in config]
     if missing:
         raise RunError(f"{path} lacks {', '.join(missing)}; the run folder is damaged or not from train.py")
     return config
@@ -65,6 +63,10 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
             raise RunError(f"{folder}: weights.pt is missing; a full fine-tuning run writes it at its end")
         model = load_clip(weights_path, device)
     else:
+        missing = [name for name in LORA_FIELDS if name not in config]
+        if missing:
+            raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild its LoRA adapters; "
+                           "the run folder is damaged")
         if not adapters_path.is_file():
             raise RunError(f"{folder}: adapters.pt is missing; a LoRA run writes it at its end")
         base = config.get("weights")
