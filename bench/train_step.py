@@ -141,7 +141,9 @@ def hf_peft_step(shape=None, rank: int = RANK, device: str = "cpu", autocast=nul
 
     def step() -> None:
         with autocast():
-            text = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (24, 512)
+            text = model.get_text_features(input_ids=ids, attention_mask=mask)
+            # transformers 5 returns an output object here; some releases, the tensor itself.
+            text = text if isinstance(text, torch.Tensor) else text.pooler_output  # (24, 512)
             c_cap, c_des = score(image.repeat(2, 1), text.float(), logit_scale).chunk(2)
             loss = behavioral_loss(c_cap, c_des)
         optimizer.zero_grad(set_to_none=True)

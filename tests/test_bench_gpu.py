@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def load_bench():
     spec = importlib.util.spec_from_file_location("bench_gpu", REPO / "bench" / "gpu.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
