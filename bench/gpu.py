@@ -34,6 +34,8 @@ import gc
 import json
 import math
 import platform
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -459,6 +461,15 @@ def run_toy(device: str, small: bool, timeout_s: float) -> dict:
 
 
 START = time.perf_counter()
+OVERRUN_S = 40  # a section still running this long after --budget-s is stopped (compilation can take minutes)
+
+
+class OutOfTime(Exception):
+    pass
+
+
+def out_of_time(signum, frame):
+    raise OutOfTime(f"stopped {OVERRUN_S} s past --budget-s")
 
 
 def progress(line: str) -> None:
@@ -567,7 +578,9 @@ def table(result: dict) -> str:
         value = "-" if row["measured"] is None else f"{row['measured']:.4g}"
         lines.append(f"{row['name']:<54}{value:>10}  {row['target']:<9}{'-' if row['met'] is None else 'yes' if row['met'] else 'NO'}")
     for section, error in result.get("errors", {}).items():
-        lines.append(f"ERROR in {section}: {error.strip().splitlines()[-1]}")
+        # the exception's own line: the last one that names an exception type (torch adds hints after it)
+        named = [line for line in error.strip().splitlines() if re.match(r"[\w.]+(Error|Exception|OutOfTime)\b", line)]
+        lines.append(f"ERROR in {section}: {(named or error.strip().splitlines())[-1]}")
     for section in result.get("skipped", []):
         lines.append(f"skipped (out of time): {section}")
     return "\n".join(lines)
@@ -584,7 +597,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for gpu.json and gpu.txt")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, or cpu")
     parser.add_argument("--small", action="store_true", help="tiny shapes and few steps: a few seconds on a CPU")
-    parser.add_argument("--budget-s", type=float, default=450, help="sections that would end past this are skipped")
+    parser.add_argument("--budget-s", type=float, default=420,
+                        help=f"seconds: later sections are skipped, and one still running {OVERRUN_S} s past it is stopped")
     parser.add_argument("--no-toy", action="store_true", help="leave out the toy world's run")
     args = parser.parse_args()
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -632,11 +646,15 @@ def main() -> None:
             result["skipped"].append(name)
             progress(f"skipped {name}: {deadline - time.perf_counter():.0f} s left")
             continue
+        signal.signal(signal.SIGALRM, out_of_time)
+        signal.alarm(max(1, math.ceil(deadline + OVERRUN_S - time.perf_counter())))
         try:
             run()
         except Exception:  # one section's failure must not cost the others' numbers
             result["errors"][name] = traceback.format_exc()
             progress(f"ERROR in {name}:\n{result['errors'][name]}")
+        finally:
+            signal.alarm(0)
         if "evaluation" in result and "train_step" in result:
             result["projection"] = {objective: project(result["train_step"][row]["ms"], result["evaluation"]["seconds_per_image"])
                                     for objective, row in AS_TRAIN.items() if row in result["train_step"]}
