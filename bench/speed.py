@@ -59,13 +59,20 @@ def make_inputs(tower: str) -> torch.Tensor:
     return tokens
 
 
-def openai_clip(weights: Path) -> torch.nn.Module:
-    """OpenAI's CLIP class with ViT-B/32 shapes, loaded by file path (its package __init__ needs torchvision)."""
+def openai_clip_module():
+    """OpenAI's clip/model.py, loaded by file path (its package __init__ needs torchvision)."""
     folder = importlib.util.find_spec("clip").submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location("openai_clip_model", os.path.join(folder, "model.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
+    return module
+
+
+def openai_clip(weights: Path, shape: CLIPConfig = CLIPConfig()) -> torch.nn.Module:
+    """OpenAI's CLIP class with our shapes (ViT-B/32 by default), loaded from our weights file."""
+    s = shape
+    model = openai_clip_module().CLIP(s.embed_dim, s.image_resolution, s.vision_layers, s.vision_width, s.vision_patch_size,
+                                      s.context_length, s.vocab_size, s.text_width, s.text_heads, s.text_layers)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.eval()
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -48,25 +49,29 @@ SOT, EOT, CONTEXT, WIDTH = 49406, 49407, 77, 512
 MEASUREMENTS = ("ours-behavioral", "hf-peft-behavioral", "ours-iit-das")
 
 
-def concadia_like_tokens(n: int, generator: torch.Generator, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, 77) ids of random texts of 10..40 tokens (start and end included) and their attention mask."""
+def concadia_like_tokens(n: int, generator: torch.Generator, pad: int,
+                         ids: tuple[int, int] = (1, SOT)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 77) ids of random texts of 10..40 tokens (start and end included) and their attention mask.
+
+    The words between start and end are drawn from ``ids`` (low inclusive, high exclusive).
+    """
     lengths = torch.randint(10, 41, (n,), generator=generator)
     tokens = torch.full((n, CONTEXT), pad, dtype=torch.long)
     mask = torch.zeros(n, CONTEXT, dtype=torch.long)
     for i, length in enumerate(lengths.tolist()):
-        body = torch.randint(1, SOT, (length - 2,), generator=generator)
+        body = torch.randint(*ids, (length - 2,), generator=generator)
         tokens[i, :length] = torch.cat([torch.tensor([SOT]), body, torch.tensor([EOT])])
         mask[i, :length] = 1
     return tokens, mask
 
 
-def batch(pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The same image features, captions and descriptions for every measurement."""
+def batch(pad: int, width: int = WIDTH, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """The same image features, captions and descriptions (and their masks) for every measurement."""
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(BATCH, WIDTH, generator=generator)  # (12, 512) precomputed image features
+    image = torch.randn(BATCH, width, generator=generator)  # (12, 512) precomputed image features
     captions, caption_mask = concadia_like_tokens(BATCH, generator, pad)
     descriptions, description_mask = concadia_like_tokens(BATCH, generator, pad)
-    return image, captions, descriptions, caption_mask, description_mask
+    return tuple(t.to(device) for t in (image, captions, descriptions, caption_mask, description_mask))
 
 
 def ours_step(iit: bool):
@@ -101,35 +106,46 @@ def ours_step(iit: bool):
     return step
 
 
-def hf_peft_step():
+def hf_peft_step(shape=None, rank: int = RANK, device: str = "cpu", autocast=nullcontext):
+    """The authors' stack: one step of Eq. 1 on HF's CLIPModel with peft's LoRA (ViT-B/32 unless ``shape``).
+
+    ``shape`` is a clip_min CLIPConfig; ``autocast`` a context factory (bench/gpu.py passes bf16's).
+    """
     from peft import LoraConfig, get_peft_model
     from transformers import CLIPConfig, CLIPModel
 
     from clip_min.losses import behavioral_loss, score
+    from clip_min.model import CLIPConfig as Shape
 
+    shape = shape or Shape()
     config = CLIPConfig(
-        text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
-                         max_position_embeddings=CONTEXT, vocab_size=49408, eos_token_id=EOT),
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                           image_size=224, patch_size=32),
-        projection_dim=512,
+        text_config=dict(hidden_size=shape.text_width, intermediate_size=4 * shape.text_width,
+                         num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads,
+                         max_position_embeddings=shape.context_length, vocab_size=shape.vocab_size, eos_token_id=EOT),
+        vision_config=dict(hidden_size=shape.vision_width, intermediate_size=4 * shape.vision_width,
+                           num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
+                           image_size=shape.image_resolution, patch_size=shape.vision_patch_size),
+        projection_dim=shape.embed_dim,
     )
     # peft 0.21 calls a transformers method deprecated in 5.x; the warning is theirs, not the bench's.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # These module names also match the vision tower; its adapters get no gradient (the image
     # tower never runs), so Adam skips them.
-    lora = LoraConfig(r=RANK, lora_alpha=RANK, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], lora_dropout=0.0)
-    model = get_peft_model(CLIPModel(config), lora)
+    lora = LoraConfig(r=rank, lora_alpha=rank, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], lora_dropout=0.0)
+    model = get_peft_model(CLIPModel(config), lora).to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     # HF's CLIP tokenizer pads to 77 with <|endoftext|> and returns an attention mask.
-    image, captions, descriptions, caption_mask, description_mask = batch(pad=EOT)
+    image, captions, descriptions, caption_mask, description_mask = batch(EOT, shape.embed_dim, device)
     ids, mask = torch.cat([captions, descriptions]), torch.cat([caption_mask, description_mask])
     logit_scale = model.base_model.model.logit_scale
 
     def step() -> None:
-        text = model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output  # (24, 512)
-        c_cap, c_des = score(image.repeat(2, 1), text, logit_scale).chunk(2)
-        loss = behavioral_loss(c_cap, c_des)
+        with autocast():
+            text = model.get_text_features(input_ids=ids, attention_mask=mask)
+            # transformers 5 returns an output object here; some releases, the tensor itself.
+            text = text if isinstance(text, torch.Tensor) else text.pooler_output  # (24, 512)
+            c_cap, c_des = score(image.repeat(2, 1), text.float(), logit_scale).chunk(2)
+            loss = behavioral_loss(c_cap, c_des)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -194,14 +194,17 @@ class CLIP(nn.Module):
         """(B, 3, R, R) normalised pixels -> (B, embed_dim) image features, not normalised."""
         return self.visual(pixels)
 
-    def embed_text(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_text(self, tokens: torch.Tensor, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, context) -> input states (B, L, text_width) and end-of-text positions (B,).
 
         The batch is cut to its longest sequence L: every position after a text's end token is
         padding, and the causal mask keeps padding from reaching the end token, so the cut is exact.
+        A given ``length`` (at least the longest text's) is used instead: a few fixed lengths let
+        torch.compile and CUDA graphs reuse their work, and the GPU need not report L to the host.
         """
         eot = tokens.argmax(dim=-1)  # the end-of-text id (49407) is the largest in the vocabulary
-        length = int(eot.max()) + 1
+        if length is None:
+            length = int(eot.max()) + 1
         x = self.token_embedding(tokens[:, :length]) + self.positional_embedding[:length]
         return x, eot
 
@@ -223,9 +226,9 @@ class CLIP(nn.Module):
         halves = [self.encode_text_unsorted(tokens[rows]) for rows in order.chunk(2)]
         return torch.cat(halves)[order.argsort()]  # back in the input's order
 
-    def encode_text_unsorted(self, tokens: torch.Tensor) -> torch.Tensor:
-        """:meth:`encode_text` in one run over the whole batch, cut to its longest text."""
-        x, eot = self.embed_text(tokens)
+    def encode_text_unsorted(self, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """:meth:`encode_text` in one run over the whole batch, cut to its longest text (or to ``length``)."""
+        x, eot = self.embed_text(tokens, length)
         return self.project_text(self.transformer(x, causal=True), eot)
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,21 @@ def test_cutting_padding_is_exact_per_text():
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=0)
 
 
+def test_a_given_length_past_the_longest_text_changes_nothing():
+    # bench/gpu.py pads batches to a few fixed lengths (buckets) so that compiled graphs are reused.
+    model = tiny_model().eval()
+    tokens = random_tokens(6, seed=3)
+    longest = int(tokens.argmax(dim=-1).max()) + 1
+    with torch.no_grad():
+        cut = model.encode_text_unsorted(tokens)
+        padded = model.encode_text_unsorted(tokens, length=longest + 9)
+        full = model.encode_text_unsorted(tokens, length=tokens.shape[1])
+        states, _ = model.embed_text(tokens, length=longest + 9)
+    assert states.shape[1] == longest + 9  # the padding did run
+    torch.testing.assert_close(padded, cut, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full, cut, atol=1e-5, rtol=0)
+
+
 def test_sorted_halves_equal_one_run_with_gradients():
     model = tiny_model()
     tokens = random_tokens(12, seed=2)
