@@ -62,7 +62,7 @@ from .losses import score
 from .model import CLIP
 from .pipeline import toy_world
 from .images import load_image, preprocess
-from .runs import load_model
+from .runs import add_step_option, load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
 from .training import mixed_precision, resolve_device
 
@@ -420,6 +420,7 @@ def add_commands(subparsers) -> None:
                    help="also attribute through the DAS subspace only (Eq. 7); needs an IIT-DAS or joint --run")
     p.add_argument("--weights", help="CLIP weights (default: the toy base)")
     p.add_argument("--run", help="a train.py run folder: its fine-tuned model (and rotation, for --mediated)")
+    add_step_option(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; off by default, as completeness (Eq. 6) wants float32 gradients")
@@ -470,7 +471,7 @@ def attribute_command(args) -> int:
     norms = _load_norms(args.norms or toy_norms, args.concreteness)
 
     device = resolve_device(args.device)
-    loaded = load_model(args.weights, args.run, device)
+    loaded = load_model(args.weights, args.run, device, args.step)
     model = loaded.model.eval()
     kinds = [("IG", None)]
     if args.mediated:

@@ -40,7 +40,7 @@ from .losses import clipscore, score
 from .metrics import bootstrap_interval, preference_accuracy
 from .model import CLIP
 from .images import ImageLoadError, load_image
-from .runs import LoadedRun, load_model
+from .runs import LoadedRun, add_step_option, load_model
 from .tokenizer import get_tokenizer
 from .training import load_split, mixed_precision, resolve_device, split_scores
 from .transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
@@ -99,6 +99,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options every command shares: which model, on which device, in which precision."""
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--run", help="a train.py run folder: its base weights with its adapters, or its weights.pt")
+    add_step_option(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast (auto: bf16/fp16 on CUDA, off on CPU)")
 
@@ -126,7 +127,7 @@ def open_model(args: argparse.Namespace) -> Session:
     device = resolve_device(args.device)
     autocast, _ = mixed_precision(args.amp, device)
     with notes_to_stderr():
-        loaded = load_model(args.weights, args.run, device)
+        loaded = load_model(args.weights, args.run, device, args.step)
     return Session(loaded, device, autocast, vision_id(loaded))
 
 
@@ -149,7 +150,8 @@ def vision_id(loaded: LoadedRun) -> str:
     if vision_frozen:
         return file_fingerprint(base)
     parts = [file_fingerprint(base)] if base else []
-    parts += [file_fingerprint(p) for p in (loaded.folder / "weights.pt", loaded.folder / "adapters.pt") if p.is_file()]
+    own = ["selected.pt"] if isinstance(loaded.step, int) else ["weights.pt", "adapters.pt"]
+    parts += [file_fingerprint(loaded.folder / name) for name in own if (loaded.folder / name).is_file()]
     return "|".join(parts)
 
 
