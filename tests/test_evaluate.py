@@ -457,10 +457,10 @@ def openai_reference_module():
 
 def test_export_openai_scores_as_the_run(lora_run, base_weights, tmp_path, capsys):
     out = tmp_path / "merged.pt"
-    code, _, err = run_cli(["export", "--run", lora_run, "--format", "openai", "--out", out], capsys)
+    code, _, err = run_cli(["export", "--run", lora_run, "--step", "last", "--format", "openai", "--out", out], capsys)
     assert code == 0, err
     pixels, tokens = pixels_and_tokens()
-    expected = scores(load_run(lora_run).model, pixels, tokens)  # adapters beside the weights, unmerged
+    expected = scores(load_run(lora_run, step="last").model, pixels, tokens)  # adapters beside the weights, unmerged
     assert (scores(load_clip(base_weights), pixels, tokens) - expected).abs().max() > 1e-3  # the LoRA matters
     assert (scores(load_clip(out), pixels, tokens) - expected).abs().max() <= ATOL
     # OpenAI's own build_model reads the file's state dict; it casts to fp16, so the exact fp32
@@ -474,10 +474,10 @@ def test_export_openai_scores_as_the_run(lora_run, base_weights, tmp_path, capsy
 def test_export_hf_loads_in_transformers(lora_run, tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "hf"
-    code, _, err = run_cli(["export", "--run", lora_run, "--format", "hf", "--out", out], capsys)
+    code, _, err = run_cli(["export", "--run", lora_run, "--step", "last", "--format", "hf", "--out", out], capsys)
     assert code == 0, err
     pixels, tokens = pixels_and_tokens()
-    run_model = load_run(lora_run).model
+    run_model = load_run(lora_run, step="last").model
     hf = transformers.CLIPModel.from_pretrained(out).eval()
     with torch.no_grad():
         want_image, want_text = run_model.encode_image(pixels), run_model.encode_text(tokens)
@@ -496,5 +496,8 @@ def test_export_of_a_run_without_adapters_is_one_line(lora_run, tmp_path, capsys
     broken.mkdir()
     (broken / "config.json").write_text((lora_run / "config.json").read_text())
     code, _, err = run_cli(["export", "--run", broken, "--format", "openai", "--out", tmp_path / "x.pt"], capsys)
+    assert_one_line_error(code, err, "selected.pt is missing", "--step last")
+    code, _, err = run_cli(["export", "--run", broken, "--step", "last", "--format", "openai", "--out",
+                            tmp_path / "x.pt"], capsys)
     assert_one_line_error(code, err, "adapters.pt is missing")
     assert not (tmp_path / "x.pt").exists()
