@@ -57,11 +57,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .data import read_concadia
+from .data import DataError, read_concadia
 from .losses import score
 from .model import CLIP
 from .pipeline import toy_world
-from .images import load_image, preprocess
+from .images import ImageLoadError, load_image, preprocess
 from .runs import add_step_option, load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
 from .training import mixed_precision, resolve_device
@@ -448,11 +448,30 @@ def _items(args) -> tuple[list[_Item], list[Path], Path | None]:
         world, _ = toy_world()
         data, norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
     examples, _ = read_concadia(data, args.split, args.images)
-    examples = examples[: args.limit]
+    examples = decodable(examples, args.limit)
+    if not examples:
+        raise DataError(f"no image of split {args.split!r} of {data} decodes")
     items = []
     for index, e in enumerate(examples):
         items += [_Item("descriptions", e.description, e.image_path, index), _Item("captions", e.caption, e.image_path, index)]
     return items, [e.image_path for e in examples], norms
+
+
+def decodable(examples: list, limit: int | None = None) -> list:
+    """The first ``limit`` examples (all, for None) whose image decodes; the others are counted on stderr, as train.py does."""
+    kept, undecodable = [], 0
+    for example in examples:
+        if limit is not None and len(kept) == limit:
+            break
+        try:
+            load_image(example.image_path)
+        except ImageLoadError:
+            undecodable += 1
+            continue
+        kept.append(example)
+    if undecodable:
+        print(f"left out: {undecodable} images that do not decode", file=sys.stderr)
+    return kept
 
 
 def attribute_command(args) -> int:
