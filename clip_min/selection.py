@@ -480,7 +480,8 @@ def table_command(args) -> int:
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
         folder = Path(config.out)
-        request = json.dumps({**options, "seed": config.seed}, sort_keys=True)
+        # "selected": runs from before training kept the selected step are trained again.
+        request = json.dumps({**options, "seed": config.seed, "selected": True}, sort_keys=True)
         stamp = folder / "table_request.json"
         if (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request:
             print(f"{folder}: finished earlier with the same options; reused (delete it to train again)")
@@ -490,6 +491,13 @@ def table_command(args) -> int:
         stamp.write_text(request)
     runs = [read_run(config.out, args.a) for config in configs]
     report(runs, args.a, args.out)
+    from .table3 import toy_table3  # table3 draws on this module
+
+    folders = {(c.objective, c.finetune, c.seed): c.out for c in configs}
+    table = toy_table3(folders, args.seeds)
+    print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through the same seed's IIT-DAS site)\n\n{table}")
+    if args.out is not None:
+        (Path(args.out) / "table3.md").write_text(table + "\n")
     return 0
 
 

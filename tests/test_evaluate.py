@@ -501,3 +501,51 @@ def test_export_of_a_run_without_adapters_is_one_line(lora_run, tmp_path, capsys
                             tmp_path / "x.pt"], capsys)
     assert_one_line_error(code, err, "adapters.pt is missing")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_sighted_cells_keep_only_the_descriptions_blv_participants_rated(ratings_folder):
+    # The released layout rates more descriptions by sighted participants than by BLV ones (270 vs 68);
+    # add two sighted-only descriptions with extreme ratings: they must not enter any cell.
+    path = ratings_folder / "sighted_data_criticaltrials.csv"
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    for i, text in enumerate(["A sighted-only description.", "Another one nobody blind rated."]):
+        rows.append({**rows[0], "img_id": "soccer1", "description": text, "q_overall.preimg": 5 - 4 * i,
+                     "q_overall.postimg": 1 + 4 * i})
+    write_csv(path, SIGHTED_COLUMNS, rows)
+    ratings = read_ratings(ratings_folder)
+    blv_keys = {(c, i, d) for c, i, _, d in DESCRIPTIONS}
+    for group in ("sighted, no image", "sighted, with image"):
+        assert set(ratings.means["overall", group]) == blv_keys
+    assert ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] == 2
+
+
+def test_blv_finds_the_rated_images_in_the_released_repository_layout(ratings_folder, base_weights, tmp_path, capsys):
+    repo = tmp_path / "contextual-description-evaluation"
+    (repo / "behavioral_experiments" / "evaluation_sighted").mkdir(parents=True)
+    ratings_folder.rename(repo / "behavioral_data")
+    (repo / "behavioral_data" / "images").rename(repo / "behavioral_experiments" / "evaluation_sighted" / "stimuli")
+    for given in (repo, repo / "behavioral_data"):  # the repository's root, or its behavioral_data/
+        code, out, err = run_cli(["blv", "--weights", base_weights, "--ratings", given, "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["cells"]["overall"]["BLV"]["n"] == 4
+
+
+def test_attribute_data_skips_and_counts_undecodable_images(tmp_path, base_weights, capsys):
+    folder = tmp_path / "concadia"
+    (folder / "resized").mkdir(parents=True)
+    records = []
+    for i in range(3):
+        name = f"{i}.jpg"
+        if i == 1:
+            (folder / "resized" / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        else:
+            noise_image(folder / "resized" / name, i)
+        records.append(dict(article_id=f"A{i}", filename=name, split="test",
+                            description=dict(raw=TEXTS[i], tokens=[]), caption=dict(raw="Map of the county.", tokens=[])))
+    (folder / "wiki_split.json").write_text(json.dumps(dict(images=records)))
+    code, out, err = run_cli(["attribute", "--weights", base_weights, "--data", folder, "--steps", "4",
+                              "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "left out: 1 images that do not decode" in err
+    assert out.count("description: C(im, text)") == 2

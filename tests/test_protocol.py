@@ -143,3 +143,26 @@ def test_rotation_lr_and_iit_samples_shape_the_run(setup, tmp_path, capsys):
     assert set(torch.load(out / "selected.pt", weights_only=True)["rotation"]) == set(state["rotation"])
     code = train.main(flags(setup, tmp_path / "b", iit_samples=12))
     assert code == 2 and "--iit-samples applies to --objective iit-das and joint only" in capsys.readouterr().err
+
+
+def test_table3_samples_the_same_texts_each_with_a_word_rated_in_both_norms(setup):
+    from clip_min.attribution import read_glasgow_norms
+    from clip_min.data import read_concadia
+    from clip_min.table3 import sample_texts
+
+    world = setup["world"]
+    glasgow = world / "norms" / "glasgow_norms.csv"
+    norms = {"imageability": read_glasgow_norms(glasgow, "IMAG"), "concreteness": read_glasgow_norms(glasgow, "CNC")}
+    # Keep the norms to a third of the words, so that some texts have no word rated in both.
+    kept = sorted(norms["imageability"])[::3]
+    norms = {name: {w: r[w] for w in kept if w in r} for name, r in norms.items()}
+    examples, _ = read_concadia(world / "concadia", "train")
+    first, again = sample_texts(examples, norms, n=20, seed=3), sample_texts(examples, norms, n=20, seed=3)
+    assert [(k, e.filename) for k, e in first] == [(k, e.filename) for k, e in again]
+    assert [k for k, _ in first] == ["description"] * 20 + ["caption"] * 20
+    assert sample_texts(examples, norms, n=20, seed=4) != first  # the seed draws them
+    for kind, example in first:
+        words = [w.lower().strip(".,;:") for w in getattr(example, kind).split()]
+        assert any(w in norms["imageability"] and w in norms["concreteness"] for w in words), (kind, example)
+    eligible = [e for e in examples if any(w.lower().strip(".,;:") in kept for w in e.description.split())]
+    assert len(eligible) < len(examples)  # the condition left some out
