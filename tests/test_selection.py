@@ -2,13 +2,14 @@
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from clip_min import selection
+from clip_min import selection, table3
 from clip_min.runs import RunError
 from clip_min.selection import (
     PALETTE,
@@ -166,8 +167,12 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(selection.pipeline, "run", fake_run)
+    # The fake runs hold no model to attribute; Table 3 is asked for the right runs (tests/test_protocol.py tests it).
+    asked = []
+    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds: asked.append((folders, seeds)) or "| table 3 |")
     argv = ["table", "--toy", "--seeds", "2", "--out", "toy_table", "--max-steps", "30"]
     assert run_command(argv) == 0
+    assert asked[0][1] == 2 and asked[0][0]["iit-das", "lora", 1] == str(Path("toy_table") / "iit-das-lora" / "seed1")
     assert sorted((c.objective, c.finetune, c.seed) for c in trained) == sorted(
         (o, f, s) for o, f in selection.SETTINGS for s in (0, 1))
     assert all(c.max_steps == 30 and c.weights is None and c.data is None for c in trained)
