@@ -41,8 +41,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--intervention-size", type=int, help="k, rotated coordinates interchanged (default 256; toy: width/2)")
     p.add_argument("--joint-alpha", type=float, help="a in Eq. 5, weight of the IIT loss")
     p.add_argument("--lr", type=float, help="learning rate (default per objective, see README)")
+    p.add_argument("--rotation-lr", type=float, help="the DAS rotation's learning rate (iit-das, joint; default: --lr)")
     p.add_argument("--l2", type=float, help="L2 penalty, Adam weight decay")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--iit-samples", type=int,
+                   help="iit-das, joint: triplets per epoch (default 100000 as the paper; toy: the training split)")
+    p.add_argument("--trade-off-a", type=float,
+                   help="a in Appendix C's a * accuracy + (1 - a) * transfer score, which selects the step kept")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)

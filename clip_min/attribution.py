@@ -57,12 +57,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .data import read_concadia
+from .data import DataError, read_concadia
 from .losses import score
 from .model import CLIP
 from .pipeline import toy_world
-from .images import load_image, preprocess
-from .runs import load_model
+from .images import ImageLoadError, load_image, preprocess
+from .runs import add_step_option, load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
 from .training import mixed_precision, resolve_device
 
@@ -420,6 +420,7 @@ def add_commands(subparsers) -> None:
                    help="also attribute through the DAS subspace only (Eq. 7); needs an IIT-DAS or joint --run")
     p.add_argument("--weights", help="CLIP weights (default: the toy base)")
     p.add_argument("--run", help="a train.py run folder: its fine-tuned model (and rotation, for --mediated)")
+    add_step_option(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; off by default, as completeness (Eq. 6) wants float32 gradients")
@@ -447,11 +448,30 @@ def _items(args) -> tuple[list[_Item], list[Path], Path | None]:
         world, _ = toy_world()
         data, norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
     examples, _ = read_concadia(data, args.split, args.images)
-    examples = examples[: args.limit]
+    examples = decodable(examples, args.limit)
+    if not examples:
+        raise DataError(f"no image of split {args.split!r} of {data} decodes")
     items = []
     for index, e in enumerate(examples):
         items += [_Item("descriptions", e.description, e.image_path, index), _Item("captions", e.caption, e.image_path, index)]
     return items, [e.image_path for e in examples], norms
+
+
+def decodable(examples: list, limit: int | None = None) -> list:
+    """The first ``limit`` examples (all, for None) whose image decodes; the others are counted on stderr, as train.py does."""
+    kept, undecodable = [], 0
+    for example in examples:
+        if limit is not None and len(kept) == limit:
+            break
+        try:
+            load_image(example.image_path)
+        except ImageLoadError:
+            undecodable += 1
+            continue
+        kept.append(example)
+    if undecodable:
+        print(f"left out: {undecodable} images that do not decode", file=sys.stderr)
+    return kept
 
 
 def attribute_command(args) -> int:
@@ -470,7 +490,7 @@ def attribute_command(args) -> int:
     norms = _load_norms(args.norms or toy_norms, args.concreteness)
 
     device = resolve_device(args.device)
-    loaded = load_model(args.weights, args.run, device)
+    loaded = load_model(args.weights, args.run, device, args.step)
     model = loaded.model.eval()
     kinds = [("IG", None)]
     if args.mediated:

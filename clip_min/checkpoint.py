@@ -12,7 +12,9 @@ because the checkpoint holds every input of the remaining steps:
     scaler      the fp16 gradient scaler's scale and growth tracker
     order       the data order: the batch generator, this epoch's permutation, the place in it
     rng         python's, numpy's, torch's and CUDA's generators (LoRA dropout draws from torch's)
-    progress    the step, metrics.jsonl's records, every step's loss and time, the wall time
+    progress    the step, metrics.jsonl's records, every step's loss and time, the wall time,
+                the selected step and its trade-off
+    selected    the selected step's tensors (``clip_min.selected``), to rewrite selected.pt on resume
     run         the resolved configuration and what was measured before training
 
 A checkpoint is only plain tensors, dicts, lists, numbers and strings, so it loads with
@@ -39,7 +41,7 @@ import torch
 from .files import atomic_save
 
 NAME = "checkpoint.pt"
-FORMAT = 1  # bump when the contents change
+FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
 # TrainConfig fields a resumed run may change: e.g. --max-steps or --epochs to train longer.
 MAY_CHANGE = ("out", "resume", "epochs", "max_steps", "eval_every", "checkpoint_every", "device")
 
@@ -89,6 +91,8 @@ class Progress:
     skipped_steps: int = 0  # fp16 steps the gradient scaler skipped for inf or nan gradients
     wall_s: float = 0.0  # seconds in the training loop, summed over the sessions of the run
     resumes: int = 0  # how many times the run was resumed
+    selected_step: int | None = None  # the evaluation with the best Appendix C trade-off so far
+    selected_score: float | None = None  # its trade-off
 
 
 def rng_state() -> dict:
@@ -116,7 +120,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, rotation: torch.nn.Module | None,
-         optimizer: torch.optim.Optimizer, scaler, order: BatchOrder) -> None:
+         optimizer: torch.optim.Optimizer, scaler, order: BatchOrder, selected: dict | None = None) -> None:
     """Write ``folder/checkpoint.pt`` atomically; ``run`` holds the configuration and the numbers before training."""
     state = dict(
         format=FORMAT,
@@ -128,6 +132,7 @@ def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, ro
         scaler=None if scaler is None else scaler.state_dict(),
         order=order.state_dict(),
         rng=rng_state(),
+        selected=selected,
     )
     state["sha256"] = digest(state)
     atomic_save(state, Path(folder) / NAME)

@@ -10,7 +10,8 @@ The release is a folder with `wiki_split.json` and the images in `resized/`. The
 The description is written to replace the image (alt text); the caption to go with it. The
 paper trains CLIP so that C(image, description) > C(image, caption) on these pairs.
 
-A bad record (a field missing, an empty text, its image absent) is skipped and counted, so one
+A bad record (a field missing, an empty text, its image absent, no split or one other than
+train, val and test) is skipped and counted, so one
 broken line of a 97k-record file does not stop a run; the counts are reported to the user.
 Whether an image decodes is only known when it is opened, later, so that check is not done
 here, but the same counter takes its reason ("undecodable image").
@@ -26,7 +27,8 @@ SPLITS = ("train", "val", "test")
 SPLIT_FILE = "wiki_split.json"
 IMAGES_SUBDIR = "resized"
 # Every reason a record can be skipped for; the order is the order of a tie in summary().
-SKIP_REASONS = ("missing field", "empty text", "unsafe filename", "missing image", "undecodable image")
+SKIP_REASONS = ("missing field", "empty text", "unsafe filename", "missing image", "undecodable image",
+                "no or unknown split")
 
 
 class DataError(ValueError):
@@ -114,9 +116,13 @@ def read_concadia(
         record_split = record.get("split") if isinstance(record, dict) else None
         if isinstance(record_split, str):
             splits_present.add(record_split)
-            if record_split != split:
-                continue
-        # A record without a split could belong to any split, so it counts against each.
+        if record_split not in SPLITS:
+            # Placing it in any split could leak it between them; every split's report counts it.
+            counts.total += 1
+            counts.add("no or unknown split")
+            continue
+        if record_split != split:
+            continue
         counts.total += 1
         example, reason = _parse_record(record, images_dir)
         if example is None:
@@ -125,7 +131,7 @@ def read_concadia(
             examples.append(example)
 
     if not examples:
-        if counts.total == 0:
+        if counts.total == counts.reasons["no or unknown split"]:
             present = ", ".join(sorted(splits_present)) or "none"
             raise DataError(
                 f"no records in split {split!r} of {split_path} (splits in the file: "

@@ -40,7 +40,7 @@ from .losses import clipscore, score
 from .metrics import bootstrap_interval, preference_accuracy
 from .model import CLIP
 from .images import ImageLoadError, load_image
-from .runs import LoadedRun, load_model
+from .runs import LoadedRun, add_step_option, load_model
 from .tokenizer import get_tokenizer
 from .training import load_split, mixed_precision, resolve_device, split_scores
 from .transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
@@ -71,8 +71,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("blv", help="correlation with blind/low-vision and sighted ratings (Table 2)")
     add_model_options(p)
-    p.add_argument("--ratings", required=True, help="the behavioral_data/ folder of elisakreiss/contextual-description-evaluation")
-    p.add_argument("--images", help="folder of the rated images, named as the img_file column; default: RATINGS/images")
+    p.add_argument("--ratings", required=True,
+                   help="elisakreiss/contextual-description-evaluation, or its behavioral_data/ folder")
+    p.add_argument("--images", help="folder of the rated images, named as the img_file column; default: RATINGS/images, "
+                                    "else the repository's behavioral_experiments/evaluation_sighted/stimuli/")
+    p.add_argument("--runs", nargs="+", metavar="DIR",
+                   help="seeded runs of one model (instead of --run): each cell is their mean and 95%% t interval")
     p.add_argument("--score", default="cosine", choices=["cosine", "clipscore"],
                    help="cosine of the bare description (the authors' code) or CLIPScore")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -99,6 +103,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options every command shares: which model, on which device, in which precision."""
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--run", help="a train.py run folder: its base weights with its adapters, or its weights.pt")
+    add_step_option(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast (auto: bf16/fp16 on CUDA, off on CPU)")
 
@@ -126,7 +131,7 @@ def open_model(args: argparse.Namespace) -> Session:
     device = resolve_device(args.device)
     autocast, _ = mixed_precision(args.amp, device)
     with notes_to_stderr():
-        loaded = load_model(args.weights, args.run, device)
+        loaded = load_model(args.weights, args.run, device, args.step)
     return Session(loaded, device, autocast, vision_id(loaded))
 
 
@@ -149,7 +154,8 @@ def vision_id(loaded: LoadedRun) -> str:
     if vision_frozen:
         return content_fingerprint(base)
     parts = [content_fingerprint(base)] if base else []
-    parts += [content_fingerprint(p) for p in (loaded.folder / "weights.pt", loaded.folder / "adapters.pt") if p.is_file()]
+    own = ["selected.pt"] if isinstance(loaded.step, int) else ["weights.pt", "adapters.pt"]
+    parts += [content_fingerprint(loaded.folder / name) for name in own if (loaded.folder / name).is_file()]
     return "|".join(parts)
 
 
@@ -276,10 +282,26 @@ def rating_columns(group: str) -> dict[str, str]:
     return {dim: column + suffix for dim, column in DIMENSIONS.items() if (dim, group) not in NOT_ASKED}
 
 
+def ratings_folders(ratings: str | Path, images: str | Path | None) -> tuple[Path, Path]:
+    """The behavioral_data/ folder and the rated images' folder, from the repository's root or that folder."""
+    ratings = Path(ratings)
+    if (ratings / "behavioral_data").is_dir():  # the repository's root
+        ratings = ratings / "behavioral_data"
+    if images is not None:
+        return ratings, Path(images)
+    candidates = [ratings / "images", ratings.parent / "behavioral_experiments" / "evaluation_sighted" / "stimuli"]
+    found = next((c for c in candidates if c.is_dir()), None)
+    if found is None:
+        raise DataError(f"no rated images in {candidates[0]} or {candidates[1]}; pass --images the folder holding them")
+    return ratings, found
+
+
 def read_ratings(folder: str | Path) -> Ratings:
     """Read the released CSV files under ``folder`` and average each description's ratings.
 
-    A rating that is empty, NA or not a number is left out of its cell's mean and counted.
+    A rating that is empty, NA or not a number is left out of its cell's mean and counted. As in
+    Kreiss et al.'s own analysis, the sighted groups keep only the descriptions BLV participants
+    rated (68 in the release), when the BLV file is there; the others are counted.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -314,6 +336,15 @@ def read_ratings(folder: str | Path) -> Ratings:
                     values[key].append(value)
             ratings.means[dim, group] = {key: float(np.mean(v)) for key, v in values.items()}
 
+    blv_rated = {key for (_, group), means in ratings.means.items() if group == "BLV" for key in means}
+    if blv_rated:
+        for (dim, group), means in ratings.means.items():
+            if group != "BLV":
+                ratings.means[dim, group] = {k: v for k, v in means.items() if k in blv_rated}
+        sighted_keys = {key for key, _ in keyed.get(SIGHTED_FILE, []) if key is not None}
+        if sighted_keys - blv_rated:
+            ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] += \
+                len(sighted_keys - blv_rated)
     # The BLV file does not name the image files; all_descriptions.csv and the sighted file do.
     mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if (folder / DESCRIPTIONS_FILE).is_file() else []
     for row in mapping_rows + [r for r in tables.get(SIGHTED_FILE, []) if r.get("img_file")]:
@@ -400,19 +431,27 @@ def description_scores(session: Session, ratings: Ratings, images: Path, kind: s
     return {key: float(v) for (key, _), v in zip(usable, values)}, skipped
 
 
+def blv_cells(session: Session, ratings: Ratings, images: Path, kind: str = "cosine") -> tuple[dict, Counter, int]:
+    """Table 2 for one model: {dimension: {group: correlate(...)}}, what was left out, descriptions scored."""
+    scores, skipped = description_scores(session, ratings, images, kind)
+    cells = {dim: {group: correlate(scores, ratings.means[dim, group]) for group in ratings.groups
+                   if (dim, group) in ratings.means} for dim in DIMENSIONS}
+    return cells, skipped, len(scores)
+
+
 def blv_command(args: argparse.Namespace) -> int:
-    ratings = read_ratings(args.ratings)
-    images = Path(args.images) if args.images else Path(args.ratings) / "images"
+    folder, images = ratings_folders(args.ratings, args.images)
+    ratings = read_ratings(folder)
     if not images.is_dir():
         raise DataError(f"image folder not found: {images}; pass --images the folder holding the rated images")
+    if args.runs:
+        return blv_over_runs(args, ratings, images)
     session = open_model(args)
-    scores, skipped = description_scores(session, ratings, images, args.score)
-    cells = {dim: {group: correlate(scores, ratings.means[dim, group]) for group in ratings.groups if (dim, group) in ratings.means}
-             for dim in DIMENSIONS}
+    cells, skipped, n_scored = blv_cells(session, ratings, images, args.score)
     for reason, n in (ratings.skipped + skipped).items():
         print(f"left out: {n} {reason}", file=sys.stderr)
     if args.json:
-        print_json({"score": args.score, "descriptions_scored": len(scores), "cells": cells,
+        print_json({"score": args.score, "descriptions_scored": n_scored, "cells": cells,
                     "skipped": dict(ratings.skipped + skipped)})
         return 0
     label = "cosine of the bare description" if args.score == "cosine" else "CLIPScore"
@@ -425,6 +464,35 @@ def blv_command(args: argparse.Namespace) -> int:
             print(f"| {dim} | " + " | ".join(row) + " |")
     counts = ", ".join(f"{group} {cells['overall'][group]['n']}" for group in ratings.groups)
     print(f"\ndescriptions correlated (overall): {counts}")
+    return 0
+
+
+def blv_over_runs(args: argparse.Namespace, ratings: Ratings, images: Path) -> int:
+    """Table 2 per model over seeds: each cell's Pearson r, mean and 95% t interval over the runs."""
+    from .selection import format_interval, mean_interval  # selection draws on this module
+
+    if args.run is not None or args.weights is not None:
+        raise ValueError("give --runs (seeded runs of one model), or --run or --weights, not several")
+    per_run = []
+    for folder in args.runs:
+        args.run = folder
+        per_run.append(blv_cells(open_model(args), ratings, images, args.score)[0])
+    summary = {dim: {group: [c[dim][group]["pearson"] for c in per_run] for group in ratings.groups
+                     if group in per_run[0][dim]} for dim in DIMENSIONS}
+    if args.json:
+        print_json({"score": args.score, "runs": [str(r) for r in args.runs], "pearson": summary})
+        return 0
+    print(f"\nPearson r between the model's score and the mean rating per description, mean and 95% t interval "
+          f"over {len(per_run)} runs at their selected steps ({args.step}):\n")
+    print("| dimension | " + " | ".join(ratings.groups) + " |")
+    print("|---" * (len(ratings.groups) + 1) + "|")
+    for dim in DIMENSIONS:
+        row = []
+        for group in ratings.groups:
+            values = [v for v in summary[dim].get(group, []) if not math.isnan(v)]
+            row.append("not asked" if group not in summary[dim] else
+                       format_interval(mean_interval(values) if values else None, percent=False))
+        print(f"| {dim} | " + " | ".join(row) + " |")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Loading what ``train.py`` wrote: a run folder back into a model (and its rotation)."""
+"""Loading what ``train.py`` wrote: a run folder back into a model (and its rotation).
+
+A run keeps two models: the one Appendix C selects (``selected.pt``, the default everywhere) and
+the one it ended with (``adapters.pt`` or ``weights.pt``; ``step="last"``, eval.py's ``--step last``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import selected
 from .lora import apply_lora, load_lora_state_dict
 from .model import CLIP
 from .rotation import Rotation
@@ -30,6 +35,15 @@ class LoadedRun:
     rotation: Rotation | None  # the learned DAS rotation of IIT-DAS and joint runs
     config: dict  # the run's config.json (TrainConfig fields, weights and data resolved)
     folder: Path
+    step: int | str | None = None  # the selected step's number, "last", or None for plain weights
+
+STEPS = ("selected", "last")  # which of a run's models: Appendix C's selected step, or the last
+
+
+def add_step_option(parser) -> None:
+    """eval.py's ``--step``, shared by every command that takes ``--run``."""
+    parser.add_argument("--step", default="selected", choices=STEPS,
+                        help="with --run: the step Appendix C selected (default) or the last step's weights")
 
 
 def read_run_config(folder: str | Path) -> dict:
@@ -53,33 +67,24 @@ def read_run_config(folder: str | Path) -> dict:
     return config
 
 
-def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
-    """The model a run trained: its base weights plus its adapters, or its fine-tuned weights."""
+def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") -> LoadedRun:
+    """The model a run trained at its selected step (default) or its last: base weights plus its tensors."""
+    if step not in STEPS:
+        raise ValueError(f"step {step!r}: use one of {', '.join(STEPS)}")
     folder = Path(folder)
     config = read_run_config(folder)
+    # Pretraining (--objective clip) selects nothing: it keeps its last weights only.
+    if step == "selected" and config.get("objective") != "clip":
+        return _load_selected(folder, config, device)
     adapters_path, weights_path = folder / "adapters.pt", folder / "weights.pt"
     if config.get("finetune") == "full" or config.get("objective") == "clip":
         if not weights_path.is_file():
             raise RunError(f"{folder}: weights.pt is missing; a full fine-tuning run writes it at its end")
         model = load_clip(weights_path, device)
     else:
-        missing = [name for name in LORA_FIELDS if name not in config]
-        if missing:
-            raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild its LoRA adapters; "
-                           "the run folder is damaged")
         if not adapters_path.is_file():
             raise RunError(f"{folder}: adapters.pt is missing; a LoRA run writes it at its end")
-        base = config.get("weights")
-        if not isinstance(base, str) or not Path(base).is_file():
-            raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
-        check_base(folder, base, config.get("weights_id"))
-        model = load_clip(base, device)
-        check_vocabulary(model, base)
-        try:
-            apply_lora(model, config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
-                       config["lora_targets"], config["towers"])
-        except (ValueError, TypeError) as err:
-            raise RunError(f"{folder / 'config.json'}: its LoRA settings cannot be applied ({err}); the run folder is damaged") from None
+        model = _base_model(folder, config, device)
     rotation = None
     if adapters_path.is_file():
         adapters = read_adapters(adapters_path, device)
@@ -91,18 +96,46 @@ def load_run(folder: str | Path, device: str = "cpu") -> LoadedRun:
                 load_lora_state_dict(model, adapters["lora"])
             except ValueError as err:
                 raise RunError(f"{adapters_path}: {err}; the run folder is damaged") from None
-        if config["objective"] in ("iit-das", "joint") and "rotation" not in adapters:
-            raise RunError(f"{adapters_path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
-        if "rotation" in adapters:
-            rotation = Rotation(model.config.text_width).to(device)
-            try:
-                rotation.load_state_dict(adapters["rotation"])
-            except RuntimeError as err:
-                first = str(err).strip().splitlines()[-1].strip()
-                raise RunError(f"{adapters_path}: its rotation does not fit this model ({first}); the run folder is damaged") from None
-            rotation.eval()
+        rotation = _rotation(model, config, adapters.get("rotation"), adapters_path, device)
     model.eval()
-    return LoadedRun(model, rotation, config, folder)
+    return LoadedRun(model, rotation, config, folder, "last")
+
+
+def _base_model(folder: Path, config: dict, device: str) -> CLIP:
+    """The run's base weights, checked to be the ones it trained on, with LoRA attached for LoRA runs."""
+    lora = config["finetune"] == "lora"
+    missing = [name for name in (LORA_FIELDS if lora else ("weights",)) if name not in config]
+    if missing:
+        raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild the model; "
+                       "the run folder is damaged")
+    base = config["weights"]
+    if not isinstance(base, str) or not Path(base).exists():
+        raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
+    check_base(folder, base, config.get("weights_id"))
+    model = load_clip(base, device)
+    check_vocabulary(model, base)
+    if lora:
+        try:
+            apply_lora(model, config["lora_rank"], config["lora_alpha"], config["lora_dropout"],
+                       config["lora_targets"], config["towers"])
+        except (ValueError, TypeError) as err:
+            raise RunError(f"{folder / 'config.json'}: its LoRA settings cannot be applied ({err}); the run folder is damaged") from None
+    return model
+
+
+def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device: str) -> Rotation | None:
+    """The run's DAS rotation from its saved state; IIT-DAS and joint runs must have one."""
+    if state is None:
+        if config["objective"] in ("iit-das", "joint"):
+            raise RunError(f"{path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
+        return None
+    rotation = Rotation(model.config.text_width).to(device)
+    try:
+        rotation.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise RunError(f"{path}: its rotation does not fit this model ({first}); the run folder is damaged") from None
+    return rotation.eval()
 
 
 def check_base(folder: Path, base: str, weights_id: str | None) -> None:
@@ -112,26 +145,63 @@ def check_base(folder: Path, base: str, weights_id: str | None) -> None:
                        "restore that file, or evaluate with the weights the run started from")
 
 
-def read_adapters(path: Path, device: str) -> dict:
-    """adapters.pt, checked: a dict of dicts of finite tensors."""
+def _read_tensors(path: Path, device: str):
     try:
-        adapters = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise RunError(f"{path} cannot be read ({type(err).__name__}); the run folder is damaged") from None
-    if not isinstance(adapters, dict) or not all(
-        isinstance(part, dict) and all(isinstance(t, torch.Tensor) for t in part.values()) for part in adapters.values()
-    ):
-        raise RunError(f"{path} is not what train.py writes (a dict of 'lora' and 'rotation' tensors); the run folder is damaged")
-    broken = [f"{part}.{name}" for part, tensors in adapters.items() for name, t in tensors.items() if not torch.isfinite(t).all()]
+
+
+def _check_finite(path: Path, parts: dict) -> None:
+    broken = [f"{part}.{name}" for part, tensors in parts.items() for name, t in tensors.items() if not torch.isfinite(t).all()]
     if broken:
         raise RunError(f"{path}: {broken[0]} holds NaN or infinite values; the run diverged or the file is damaged")
+
+
+def _is_tensor_dict(part) -> bool:
+    return isinstance(part, dict) and all(isinstance(t, torch.Tensor) for t in part.values())
+
+
+def read_adapters(path: Path, device: str) -> dict:
+    """adapters.pt, checked: a dict of dicts of finite tensors."""
+    adapters = _read_tensors(path, device)
+    if not isinstance(adapters, dict) or not all(_is_tensor_dict(part) for part in adapters.values()):
+        raise RunError(f"{path} is not what train.py writes (a dict of 'lora' and 'rotation' tensors); the run folder is damaged")
+    _check_finite(path, adapters)
     return adapters
 
 
-def load_model(weights: str | None, run: str | None, device: str = "cpu") -> LoadedRun:
-    """eval.py's choice: a run folder (``--run``), explicit weights, or else the toy base."""
+def read_selected(path: Path, device: str) -> dict:
+    """selected.pt, checked: its step, the trained tensors (finite) and the rotation or None."""
+    state = _read_tensors(path, device)
+    if (not isinstance(state, dict) or not isinstance(state.get("step"), int) or not _is_tensor_dict(state.get("trainable"))
+            or not (state.get("rotation") is None or _is_tensor_dict(state["rotation"]))):
+        raise RunError(f"{path} is not what train.py writes (step, trainable tensors, rotation); the run folder is damaged")
+    _check_finite(path, {"trainable": state["trainable"], "rotation": state["rotation"] or {}})
+    return state
+
+
+def _load_selected(folder: Path, config: dict, device: str) -> LoadedRun:
+    """The base weights with the tensors of ``selected.pt`` put back (LoRA attached for LoRA runs)."""
+    path = folder / selected.NAME
+    if not path.is_file():
+        raise RunError(f"{folder}: {selected.NAME} is missing (no evaluation after step 0 yet, or a run from before "
+                       "clip_min kept the selected step); pass --step last for its last weights")
+    state = read_selected(path, device)
+    model = _base_model(folder, config, device)
+    try:
+        selected.put_back(state, model)
+    except ValueError as err:
+        raise RunError(f"{path}: {err}") from None
+    rotation = _rotation(model, config, state["rotation"], path, device)
+    model.eval()
+    return LoadedRun(model, rotation, config, folder, state["step"])
+
+
+def load_model(weights: str | None, run: str | None, device: str = "cpu", step: str = "selected") -> LoadedRun:
+    """eval.py's choice: a run folder (``--run``, at ``step``), explicit weights, or else the toy base."""
     if run is not None:
-        return load_run(run, device)
+        return load_run(run, device, step)
     if weights is None:
         from .pipeline import toy_world
         from .pretrain import toy_base

@@ -12,9 +12,10 @@ evaluation (the model before any update; summary.json's numbers if step 0 was no
 it is not itself a candidate. Runs with the same objective and fine-tuning are seeds of one
 setting; Table 1 gives each setting's mean over seeds with a 95% t interval.
 
-Two caveats, both because a run keeps only its last weights: the table's accuracy is the
-*validation* accuracy logged at the selected step (the paper reports test accuracy of the
-selected checkpoint), and its transfer numbers are those logged at that step.
+Training does the same as it goes and keeps the selected step's tensors (``clip_min.selected``),
+so what is read here agrees with the model ``eval.py --run`` loads. Selection reads the validation
+accuracy; Table 1 reports the *test* accuracy logged at the selected step, as the paper does, and
+the BLV correlations of the selected model when given the ratings (``--ratings``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import stats
 
 from . import pipeline
-from .metrics import transfer_score, trade_off
-from .runs import RunError, read_run_config
-from .training import TrainConfig
+from .metrics import transfer_score
+from .runs import LoadedRun, RunError, load_run, read_run_config
+from .selected import selection_score
+from .training import TrainConfig, mixed_precision, resolve_device
+from .weights import load_clip
 
 # The paper's four settings, in Table 1's order; other objectives follow them.
 SETTINGS = (("behavioral", "full"), ("behavioral", "lora"), ("iit-das", "full"), ("iit-das", "lora"))
@@ -55,6 +58,7 @@ class StepScore:
 
     step: int
     accuracy: float  # Concadia validation preference accuracy, in [0, 1]
+    test_accuracy: float | None  # Concadia test preference accuracy (None in runs that did not log it)
     f1: dict[str, float]  # macro-F1 per transfer task
     recovery: dict[str, float]  # F1 / base F1 per task
     transfer_score: float | None  # mean recovery; None without transfer tasks
@@ -87,11 +91,11 @@ def recovery(f1: dict[str, float], base_f1: dict[str, float]) -> dict[str, float
     return {task: value / base_f1[task] for task, value in f1.items() if base_f1.get(task)}
 
 
-def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float) -> StepScore:
+def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float,
+               test_accuracy: float | None = None) -> StepScore:
     """Recovery, transfer score and trade-off of one evaluation."""
-    transfer = transfer_score(f1, base_f1)
-    combined = accuracy if transfer is None else trade_off(accuracy, transfer, a)
-    return StepScore(step, accuracy, dict(f1), recovery(f1, base_f1), transfer, combined)
+    return StepScore(step, accuracy, test_accuracy, dict(f1), recovery(f1, base_f1), transfer_score(f1, base_f1),
+                     selection_score(accuracy, f1, base_f1, a))
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -105,7 +109,9 @@ def read_metrics(folder: Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
+            test = record.get("test_accuracy")
             records.append(dict(step=int(record["step"]), val_accuracy=float(record["val_accuracy"]),
+                                test_accuracy=None if test is None else float(test),
                                 transfer_f1={k: float(v) for k, v in (record.get("transfer_f1") or {}).items()}))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise RunError(f"{path}, line {number}: not an evaluation record (step, val_accuracy, transfer_f1); "
@@ -125,10 +131,11 @@ def read_run(folder: str | Path, a: float = 0.9) -> RunLog:
         raise RunError(f"{summary_path} is not valid JSON ({err.msg}); the run folder is damaged") from None
     if records and records[0]["step"] == 0:
         first = records.pop(0)
-        base_accuracy, base_f1 = first["val_accuracy"], first["transfer_f1"]
+        base_accuracy, base_f1, base_test = first["val_accuracy"], first["transfer_f1"], first["test_accuracy"]
     elif "transfer_f1_before" in summary:
         # No step-0 evaluation: the summary's numbers, whose accuracy is on the test split.
         base_accuracy, base_f1 = float(summary["concadia_accuracy_before"]), summary["transfer_f1_before"]
+        base_test = base_accuracy
     else:
         raise RunError(f"{folder}: no step-0 evaluation in metrics.jsonl and no summary.json, so no base to compare with")
     if not records:
@@ -138,8 +145,8 @@ def read_run(folder: str | Path, a: float = 0.9) -> RunLog:
         str(config.get("objective")),
         str(config.get("finetune")),
         config.get("seed"),
-        score_step(0, base_accuracy, base_f1, base_f1, a),
-        [score_step(r["step"], r["val_accuracy"], r["transfer_f1"], base_f1, a) for r in records],
+        score_step(0, base_accuracy, base_f1, base_f1, a, base_test),
+        [score_step(r["step"], r["val_accuracy"], r["transfer_f1"], base_f1, a, r["test_accuracy"]) for r in records],
     )
 
 
@@ -176,9 +183,10 @@ class Row:
     label: str
     setting: tuple[str, str] | None  # None for the base model
     n: int  # runs
-    accuracy: tuple[float, float | None]
+    accuracy: tuple[float, float | None] | None  # Concadia test accuracy at the selected step
     f1: dict[str, tuple[float, float | None]]
     transfer_score: tuple[float, float | None] | None
+    blv: dict[str, tuple[float, float | None] | None]  # BLV Pearson r of the dimensions in BLV_COLUMNS
 
 
 def setting_label(setting: tuple[str, str]) -> str:
@@ -190,23 +198,50 @@ def _setting_order(setting: tuple[str, str]) -> tuple:
     return (SETTINGS.index(setting), "") if setting in SETTINGS else (len(SETTINGS), setting)
 
 
-def _row(label: str, setting, scores: list[StepScore], level: float) -> Row:
+def _row(label: str, setting, scores: list[StepScore], level: float, blv: list[dict]) -> Row:
     tasks = list(dict.fromkeys(task for s in scores for task in s.f1))
     transfers = [s.transfer_score for s in scores if s.transfer_score is not None]
+    tests = [s.test_accuracy for s in scores if s.test_accuracy is not None]
+
+    def over_runs(values: list) -> tuple[float, float | None] | None:
+        values = [v for v in values if v is not None and not math.isnan(v)]
+        return mean_interval(values, level) if values else None
+
     return Row(
         label, setting, len(scores),
-        mean_interval([s.accuracy for s in scores], level),
+        over_runs(tests),
         {task: mean_interval([s.f1[task] for s in scores if task in s.f1], level) for task in tasks},
         mean_interval(transfers, level) if transfers else None,
+        {dim: over_runs([b.get(dim) for b in blv]) for dim in BLV_COLUMNS},
     )
 
 
-def table_rows(runs: list[RunLog], level: float = 0.95) -> list[Row]:
-    """Table 1: the base model, then each setting at its runs' selected steps."""
-    rows = [_row("CLIP (base)", None, [run.base for run in runs], level)]
+# Table 1's BLV columns: the Pearson r of the model's score with BLV raters' overall and imaginability ratings.
+BLV_COLUMNS = ("overall", "imaginability")
+
+
+def format_interval(value: tuple[float, float | None] | None, percent: bool = True) -> str:
+    """A table cell: "mean ± half-width" (in percent, or as it is), the mean alone for one run, "-" for none."""
+    if value is None:
+        return "-"
+    scale, digits = (100, 1) if percent else (1, 2)
+    mean, half = value
+    return f"{scale * mean:.{digits}f}" if half is None else f"{scale * mean:.{digits}f} ± {scale * half:.{digits}f}"
+
+
+def table_rows(runs: list[RunLog], level: float = 0.95, blv: dict[str, dict] | None = None) -> list[Row]:
+    """Table 1: the base model, then each setting at its runs' selected steps.
+
+    ``blv`` maps a run's folder (and "base") to its BLV correlations {dimension: r}; without it
+    the BLV cells are "-".
+    """
+    blv = blv or {}
+    rows = [_row("CLIP (base)", None, [run.base for run in runs], level, [blv.get("base", {})])]
     settings = sorted({run.setting for run in runs}, key=_setting_order)
     for setting in settings:
-        rows.append(_row(setting_label(setting), setting, [run.best for run in runs if run.setting == setting], level))
+        chosen = [run for run in runs if run.setting == setting]
+        rows.append(_row(setting_label(setting), setting, [run.best for run in chosen], level,
+                         [blv.get(str(run.folder), {}) for run in chosen]))
     return rows
 
 
@@ -214,19 +249,17 @@ def format_table(rows: list[Row], level: float = 0.95) -> str:
     """Table 1's layout in markdown: accuracy, macro-F1 per task, transfer score; percent, mean ± half-width."""
     tasks = list(dict.fromkeys(task for row in rows for task in row.f1))
 
-    def cell(value: tuple[float, float | None] | None) -> str:
-        if value is None:
-            return "—"
-        mean, half = value
-        return f"{100 * mean:.1f}" if half is None else f"{100 * mean:.1f} ± {100 * half:.1f}"
-
-    header = ["model", "runs", "Desc>Cap acc."] + [f"{task} F1" for task in tasks] + ["transfer score"]
+    header = (["model", "runs", "Desc>Cap acc."] + [f"{task} F1" for task in tasks]
+              + [f"BLV {dim} r" for dim in BLV_COLUMNS])
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        cells = [row.label, str(row.n), cell(row.accuracy)] + [cell(row.f1.get(task)) for task in tasks]
-        lines.append("| " + " | ".join(cells + [cell(row.transfer_score)]) + " |")
-    notes = ["Percent. Desc>Cap acc.: Concadia validation accuracy at each run's selected step; F1: zero-shot "
-             "macro-F1; transfer score: mean F1 recovery relative to the base."]
+        cells = ([row.label, str(row.n), format_interval(row.accuracy)]
+                 + [format_interval(row.f1.get(task)) for task in tasks]
+                 + [format_interval(row.blv.get(dim), percent=False) for dim in BLV_COLUMNS])
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = ["Desc>Cap acc. (percent): Concadia test accuracy at each run's selected step (selected on validation); "
+             "F1 (percent): zero-shot macro-F1 at that step; BLV r: Pearson r of the selected model's score with "
+             "blind and low-vision raters' mean rating per description. -: not computed (e.g. no ratings given)."]
     if any(row.n > 1 for row in rows):
         notes.append(f"± is the half-width of a {100 * level:.0f}% t interval over runs (n - 1 degrees of freedom).")
     if any(row.n == 1 for row in rows):
@@ -315,47 +348,45 @@ def setting_colours(runs: list[RunLog]) -> dict[tuple[str, str], tuple[int, int,
     return {s: PALETTE.get(s) or next(others) for s in settings}
 
 
-def figure_training(runs: list[RunLog], path: str | Path) -> Path:
-    """Figure 3: validation accuracy and transfer score against the step, one line per run, base at step 0."""
+def _over_training(runs: list[RunLog], path: str | Path, panels: list[tuple[str, str, object]], title: str) -> Path:
+    """One panel per (title, y label, value of a StepScore), a line per run over the steps, its selected step dotted."""
     colours = setting_colours(runs)
-    image = Image.new("RGB", (1180, 470), "white")
+    columns = min(len(panels), 3)
+    grid_rows = math.ceil(len(panels) / columns)
+    image = Image.new("RGB", (70 + 470 * columns + 230, 40 + 440 * grid_rows), "white")
     draw = ImageDraw.Draw(image)
+    draw.text((20, 10), title, fill=(0, 0, 0), font=_font(15))
     steps = [0] + [s.step for run in runs for s in run.steps]
     xlim = (0, max(steps) * 1.02 or 1)
-    panels = [("Concadia Desc>Cap accuracy", "accuracy (%)", lambda s: s.accuracy),
-              ("Transfer", "transfer score (% of base)", lambda s: s.transfer_score)]
-    for index, (title, ylabel, value) in enumerate(panels):
+    for index, (panel_title, ylabel, value) in enumerate(panels):
         series = [[(s.step, value(s)) for s in [run.base] + run.steps if value(s) is not None] for run in runs]
         ys = [100 * y for points in series for _, y in points] or [0.0, 100.0]
-        left = 70 + index * 470
-        panel = Panel(draw, (left, 60, left + 400, 400), xlim, _limits(ys), title, "training step", ylabel)
+        left, top = 70 + (index % columns) * 470, 100 + (index // columns) * 440
+        panel = Panel(draw, (left, top, left + 400, top + 300), xlim, _limits(ys), panel_title, "training step", ylabel)
         for run, points in zip(runs, series):
             panel.line([x for x, _ in points], [100 * y for _, y in points], colours[run.setting])
             best = run.best
             if value(best) is not None:
-                panel.dot(best.step, 100 * value(best), colours[run.setting], radius=4)
-    _legend(draw, 980, 70, [(setting_label(s), c) for s, c in colours.items()])
-    draw.text((980, 70 + 22 * len(colours) + 10), "dot: selected step", fill=(60, 60, 60), font=_font(12))
+                panel.dot(best.step, 100 * value(best), colours[run.setting], radius=5)
+    legend_x = 70 + 470 * columns
+    _legend(draw, legend_x, 100, [(setting_label(s), c) for s, c in colours.items()])
+    draw.text((legend_x, 100 + 22 * len(colours) + 10), "a line per run (seed)\ndot: its selected step",
+              fill=(60, 60, 60), font=_font(12))
     return _save(image, path)
+
+
+def figure_training(runs: list[RunLog], path: str | Path) -> Path:
+    """Figure 3: Concadia validation accuracy and each transfer task's macro-F1 over training, a line per run."""
+    tasks = list(dict.fromkeys(task for run in runs for s in run.steps for task in s.f1))
+    panels = [("Concadia Desc>Cap (validation)", "accuracy (%)", lambda s: s.accuracy)]
+    panels += [(task, "macro-F1 (%)", lambda s, task=task: s.f1.get(task)) for task in tasks]
+    return _over_training(runs, path, panels, "Figure 3: accuracy over training")
 
 
 def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
-    """Figure 4: transfer score against accuracy at each run's selected step; the base for reference."""
-    colours = setting_colours(runs)
-    points = [(run.setting, run.best) for run in runs if run.best.transfer_score is not None]
-    base = [run.base for run in runs if run.base.transfer_score is not None]
-    image = Image.new("RGB", (860, 560), "white")
-    draw = ImageDraw.Draw(image)
-    xs = [100 * s.accuracy for _, s in points] + [100 * s.accuracy for s in base] or [0.0, 100.0]
-    ys = [100 * s.transfer_score for _, s in points] + [100 * s.transfer_score for s in base] or [0.0, 100.0]
-    panel = Panel(draw, (80, 60, 600, 480), _limits(xs), _limits(ys), "Accuracy and transfer at the selected step",
-                  "Concadia Desc>Cap accuracy (%)", "transfer score (% of base)")
-    for s in base:
-        panel.dot(100 * s.accuracy, 100 * s.transfer_score, BASE_COLOUR)
-    for setting, s in points:
-        panel.dot(100 * s.accuracy, 100 * s.transfer_score, colours[setting], radius=6)
-    _legend(draw, 630, 70, [("CLIP (base)", BASE_COLOUR)] + [(setting_label(s), c) for s, c in colours.items()])
-    return _save(image, path)
+    """Figure 4: each run's Appendix C trade-off over the steps, with its selected (highest) point."""
+    panels = [("a * accuracy + (1 - a) * transfer score", "trade-off (x 100)", lambda s: s.trade_off)]
+    return _over_training(runs, path, panels, "Figure 4: the trade-off that selects each run's step")
 
 
 def _save(image: Image.Image, path: str | Path) -> Path:
@@ -368,23 +399,46 @@ def _save(image: Image.Image, path: str | Path) -> Path:
 # ---- commands ---------------------------------------------------------------------------------
 
 
-def report(runs: list[RunLog], a: float, out: str | Path | None) -> str:
+def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: str, amp: str,
+                step: str = "selected") -> dict[str, dict]:
+    """Table 1's BLV columns: {run folder or "base": {dimension: Pearson r}} of each run's selected model."""
+    from .evaluate import Session, blv_cells, ratings_folders, read_ratings, vision_id  # evaluate is eval.py's
+
+    folder, images = ratings_folders(ratings, images)
+    rated = read_ratings(folder)
+    device = resolve_device(device)
+    autocast, _ = mixed_precision(amp, device)
+
+    def correlations(loaded: LoadedRun) -> dict:
+        cells = blv_cells(Session(loaded, device, autocast, vision_id(loaded)), rated, images)[0]
+        return {dim: cells[dim]["BLV"]["pearson"] for dim in BLV_COLUMNS if "BLV" in cells[dim]}
+
+    found = {str(run.folder): correlations(load_run(run.folder, device, step)) for run in runs}
+    bases = {read_run_config(run.folder).get("weights") for run in runs}
+    if len(bases) == 1 and None not in bases:
+        base = bases.pop()
+        found["base"] = correlations(LoadedRun(load_clip(base, device), None, {"weights": base}, Path(base)))
+    return found
+
+
+def report(runs: list[RunLog], a: float, out: str | Path | None, blv: dict[str, dict] | None = None) -> str:
     """Print each run's selected step and Table 1; write the table and Figures 3 and 4 into ``out``."""
     for run in runs:
         best = run.best
-        transfer = "—" if best.transfer_score is None else f"{100 * best.transfer_score:.1f}%"
+        transfer = "-" if best.transfer_score is None else f"{100 * best.transfer_score:.1f}%"
         print(f"{run.folder}: {setting_label(run.setting)}, seed {run.seed}: step {best.step} of "
-              f"{run.steps[-1].step}, accuracy {100 * best.accuracy:.1f}%, transfer score {transfer}, "
+              f"{run.steps[-1].step}, validation accuracy {100 * best.accuracy:.1f}%, transfer score {transfer}, "
               f"trade-off {best.trade_off:.4f}")
-    table = format_table(table_rows(runs))
+    table = format_table(table_rows(runs, blv=blv))
     print(f"\nTable 1 (model selection: a = {a} in a * accuracy + (1 - a) * transfer score)\n\n{table}")
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table1.md").write_text(table + "\n")
         selection = [dict(folder=str(run.folder), objective=run.objective, finetune=run.finetune, seed=run.seed,
-                          step=run.best.step, accuracy=run.best.accuracy, transfer_f1=run.best.f1,
-                          transfer_score=run.best.transfer_score, trade_off=run.best.trade_off) for run in runs]
+                          step=run.best.step, accuracy=run.best.accuracy, test_accuracy=run.best.test_accuracy,
+                          transfer_f1=run.best.f1, transfer_score=run.best.transfer_score,
+                          trade_off=run.best.trade_off, blv=(blv or {}).get(str(run.folder))) for run in runs]
         (out / "selection.json").write_text(json.dumps(dict(a=a, runs=selection), indent=2) + "\n")
         written = [out / "table1.md", out / "selection.json",
                    figure_training(runs, out / "figure3_training.png"), figure_tradeoff(runs, out / "figure4_tradeoff.png")]
@@ -401,7 +455,8 @@ def select_command(args) -> int:
     """``select``: Appendix C on existing runs."""
     _check_a(args.a)
     runs = [read_run(folder, args.a) for folder in find_runs(args.runs)]
-    report(runs, args.a, args.out)
+    blv = blv_columns(runs, args.ratings, args.blv_images, args.device, args.amp) if args.ratings else None
+    report(runs, args.a, args.out, blv)
     return 0
 
 
@@ -425,7 +480,8 @@ def table_command(args) -> int:
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
         folder = Path(config.out)
-        request = json.dumps({**options, "seed": config.seed}, sort_keys=True)
+        # "selected": runs from before training kept the selected step are trained again.
+        request = json.dumps({**options, "seed": config.seed, "selected": True}, sort_keys=True)
         stamp = folder / "table_request.json"
         if (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request:
             print(f"{folder}: finished earlier with the same options; reused (delete it to train again)")
@@ -435,6 +491,13 @@ def table_command(args) -> int:
         stamp.write_text(request)
     runs = [read_run(config.out, args.a) for config in configs]
     report(runs, args.a, args.out)
+    from .table3 import toy_table3  # table3 draws on this module
+
+    folders = {(c.objective, c.finetune, c.seed): c.out for c in configs}
+    table = toy_table3(folders, args.seeds)
+    print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through the same seed's IIT-DAS site)\n\n{table}")
+    if args.out is not None:
+        (Path(args.out) / "table3.md").write_text(table + "\n")
     return 0
 
 
@@ -447,6 +510,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--runs", nargs="+", required=True, help="run folders, or folders holding run folders")
     p.add_argument("--a", type=float, default=0.9, help="weight of accuracy in the trade-off (default 0.9)")
     p.add_argument("--out", default="runs/selection", help="where to write table1.md, selection.json and the figures")
+    p.add_argument("--ratings", help="Kreiss et al.'s repository (or its behavioral_data/): fill the BLV columns")
+    p.add_argument("--blv-images", help="the rated images, if not where `eval.py blv` finds them")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (for the BLV columns)")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.set_defaults(func=select_command)
 
     p = subparsers.add_parser("table", help="train the paper's four settings on the toy world and print Table 1",

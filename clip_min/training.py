@@ -5,7 +5,8 @@ computed once (``clip_min.features``) and each step runs the text tower on the b
 and descriptions. ``run`` is what ``train.py`` calls; it writes into the run folder:
 
     config.json     the resolved TrainConfig (what eval.py needs to rebuild the model)
-    metrics.jsonl   one line per evaluation: validation preference accuracy and transfer F1
+    metrics.jsonl   one line per evaluation: validation and test preference accuracy, transfer F1
+    selected.pt     the trained tensors at the step Appendix C selects (``clip_min.selected``)
     adapters.pt     LoRA tensors and the rotation (LoRA runs, and any run with a rotation)
     weights.pt      the whole model in OpenAI's format (full fine-tuning and --objective clip)
     checkpoint.pt   everything needed to resume the run exactly (``clip_min.checkpoint``)
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, selected
 from .data import DataError, Example, read_concadia
 from .features import encode_images, encode_now
 from .files import atomic_save, atomic_write_text, content_fingerprint
@@ -44,6 +45,7 @@ from .metrics import preference_accuracy, transfer_score
 from .model import CLIP
 from .images import load_image, preprocess
 from .rotation import Rotation
+from .selected import SELECTION_A, selection_score
 from .tokenizer import get_tokenizer
 from .transfer import PROMPTS, TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
 from .weights import check_vocabulary, load_clip, save_clip
@@ -66,8 +68,10 @@ class TrainConfig:
     intervention_size: int | None = None  # k, rotated coordinates swapped; paper: 256 of 512
     joint_alpha: float = 0.5  # a in Eq. 5: weight of the IIT loss
     lr: float | None = None  # Adam learning rate
+    rotation_lr: float | None = None  # the DAS rotation's learning rate (IIT-DAS, joint); None: the same as lr
     l2: float = 0.0  # L2 penalty (Adam weight_decay); paper: 0
-    epochs: int | None = None  # passes over the training split; paper: 10
+    epochs: int | None = None  # passes over the training split (IIT-DAS, joint: of iit_samples triplets); paper: 10
+    iit_samples: int | None = None  # IIT-DAS, joint: (image, caption, description) triplets per epoch; paper: 100,000; None: the training split
     max_steps: int | None = None  # stop after this many optimizer steps, whatever the epochs
     batch_size: int = 12  # images per step, each with its caption and description
     seed: int = 0  # seeds data order, initialisation of adapters and rotation
@@ -82,26 +86,29 @@ class TrainConfig:
     eval_every: int | None = None  # evaluate every N steps (and at the start and end)
     checkpoint_every: int | None = None  # write checkpoint.pt every N steps and at the end; None: every eval_every
     resume: str | None = None  # go on with the run in this folder from its checkpoint.pt (see checkpoint.MAY_CHANGE)
+    trade_off_a: float = SELECTION_A  # a in Appendix C's a * accuracy + (1 - a) * transfer score, which selects the step
 
     @property
     def toy(self) -> bool:
         return self.weights is None and self.data is None
 
 
-# The paper's Appendix B. The LoRA learning rate is not given there; 1e-4 is our choice.
+# The paper's Appendix B. Its LoRA search starts from "the best configuration for full-finetuning"
+# and varies only rank, dropout and targets, so LoRA keeps the full fine-tuning learning rates.
 PAPER_DEFAULTS = {
     ("behavioral", "full"): dict(lr=5e-7, lora_rank=64),
-    ("behavioral", "lora"): dict(lr=1e-4, lora_rank=64),
-    ("iit-das", "full"): dict(lr=1e-5, lora_rank=128),
-    ("iit-das", "lora"): dict(lr=1e-4, lora_rank=128),
-    ("joint", "full"): dict(lr=1e-5, lora_rank=128),
-    ("joint", "lora"): dict(lr=1e-4, lora_rank=128),
+    ("behavioral", "lora"): dict(lr=5e-7, lora_rank=64),
+    ("iit-das", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),
+    ("iit-das", "lora"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),
+    ("joint", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),
+    ("joint", "lora"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),
     ("clip", "full"): dict(lr=1e-5, lora_rank=64),
     ("clip", "lora"): dict(lr=1e-4, lora_rank=64),
 }
 # The toy world: one epoch, at rates picked by hand while building it, low enough that zero-shot colour
 # naming survives; the intervention sits at the toy text tower's second-to-last block with half
-# its width, as 10 of 12 and 256 of 512 do in the paper.
+# its width, as 10 of 12 and 256 of 512 do in the paper. An IIT-DAS epoch is one pass over the
+# toy training split (2,368 triplets): 100,000 would be 42 passes, far past where the toy converges.
 TOY_DEFAULTS = {
     ("behavioral", "full"): dict(lr=3e-5, epochs=1),
     ("behavioral", "lora"): dict(lr=3e-4, epochs=1),
@@ -122,10 +129,13 @@ def defaults(config: TrainConfig, text_layers: int, text_width: int) -> TrainCon
     if config.toy:
         chosen.update(layer=text_layers - 2, intervention_size=text_width // 2, eval_every=50)
         chosen.update(TOY_DEFAULTS[key])
+        chosen.pop("iit_samples", None)
     filled = {name: value for name, value in chosen.items() if getattr(config, name) is None}
     config = replace(config, **filled)
     if config.lora_alpha is None:
         config = replace(config, lora_alpha=float(config.lora_rank))
+    if config.rotation_lr is None and config.objective in ("iit-das", "joint"):
+        config = replace(config, rotation_lr=config.lr)
     return config
 
 
@@ -150,12 +160,21 @@ def check(config: TrainConfig) -> None:
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(config, name)!r}: use one of {', '.join(allowed)}")
-    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "checkpoint_every", "intervention_size"):
+    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "checkpoint_every", "intervention_size",
+                 "iit_samples"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if config.lr is not None and not config.lr > 0:
-        raise ValueError(f"--lr must be positive, got {config.lr}")
+    for name in ("lr", "rotation_lr"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if config.objective not in ("iit-das", "joint"):
+        for name in ("rotation_lr", "iit_samples"):
+            if getattr(config, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to --objective iit-das and joint only")
+    if not 0 <= config.trade_off_a <= 1:
+        raise ValueError(f"--trade-off-a must be in [0, 1] (Appendix C uses 0.9), got {config.trade_off_a}")
     if config.l2 < 0:
         raise ValueError(f"--l2 must be 0 or more, got {config.l2}")
     if not 0 <= config.joint_alpha <= 1:
@@ -404,6 +423,9 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
             task_data = load_tasks(model, tasks, weights_id, device, autocast)
     if resumed:
         checkpoint.check_train_size(resumed, len(train.examples))
+    if main and not config.toy and not task_data:
+        print("note: no --transfer tasks, so model selection (Appendix C) falls back to validation accuracy alone; "
+              "give --transfer the Food-101, CIFAR-100 and ImageNet folders for the paper's trade-off")
     template = PROMPTS[config.prompt]
     before = None
     if main:
@@ -417,17 +439,20 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
         print(f"before: test preference accuracy {before['accuracy']:.3f}, transfer F1 {fmt(before['transfer_f1'])}")
 
     params = trainable_parameters(model, config)
+    groups = [dict(params=list(params))]
     rotation = None
     if config.objective in ("iit-das", "joint"):
         rotation = Rotation(model.config.text_width).to(device)
         params += list(rotation.parameters())
+        groups.append(dict(params=list(rotation.parameters()), lr=config.rotation_lr))
     # Every process drew the same initial adapters from the same seed; copying makes sure of it.
     distributed.copy_from_main(params + ([] if rotation is None else list(rotation.buffers())))
     names = {p: name for name, p in model.named_parameters()}
     if rotation is not None:
         names.update({p: f"rotation.{name}" for name, p in rotation.named_parameters()})
-    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.l2)
-    steps_per_epoch = math.ceil(len(train.examples) / config.batch_size)
+    optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.l2)
+    # An IIT-DAS epoch is iit_samples triplets drawn on from the shuffled stream, a plain epoch the split once.
+    steps_per_epoch = math.ceil((config.iit_samples or len(train.examples)) / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
@@ -435,6 +460,9 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     run = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), before=before)
     progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, order) if resumed else checkpoint.Progress()
     saved_step = progress.step if resumed else None
+    best = resumed.get("selected") if resumed else None  # the selected step's tensors so far (selected.snapshot)
+    if main and best is not None:
+        selected.write(out, best)  # a selection written after the checkpoint belongs to steps about to be rerun
 
     def evaluate(step: int) -> None:
         model.eval()
@@ -442,11 +470,14 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
             refresh_image_features(model, [val], task_data, device, autocast)
         f1 = transfer_f1(model, task_data, template, device, autocast)
         losses = progress.losses[-config.eval_every:]
+        nonlocal best
         record = dict(step=step, loss=statistics.fmean(losses) if losses else None,
-                      val_accuracy=split_accuracy(model, val, device, autocast), transfer_f1=f1,
+                      val_accuracy=split_accuracy(model, val, device, autocast),
+                      test_accuracy=split_accuracy(model, test, device, autocast), transfer_f1=f1,
                       transfer_score=transfer_score(f1, before["transfer_f1"]), skipped_steps=progress.skipped_steps)
         progress.metrics.append(record)
         append_jsonl(out / "metrics.jsonl", record)
+        best = keep_if_selected(out, progress, record, before["transfer_f1"], model, rotation, config.trade_off_a, best)
         model.train()
 
     nan_at, kill_at = (int(os.environ.get(name, "0")) for name in (INJECT_NAN_AT_STEP, KILL_AT_STEP))
@@ -500,7 +531,7 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
                 evaluate(step)
             if main and saving:
                 progress.wall_s = time.perf_counter() - started
-                checkpoint.save(out, run, progress, model, rotation, optimizer, scaler, order)
+                checkpoint.save(out, run, progress, model, rotation, optimizer, scaler, order, selected=best)
             if saving:
                 saved_step = step
             if evaluating or saving:
@@ -524,14 +555,41 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
         transfer_f1_before=before["transfer_f1"], transfer_f1=f1, transfer_score=transfer_score(f1, before["transfer_f1"]),
         test_images=len(test.examples), train_images=len(train.examples),
         skipped_steps=progress.skipped_steps, resumes=progress.resumes, processes=distributed.world_size(),
+        **selected_summary(progress),
     )
     write_json(out / "summary.json", summary)
     score_text = summary["transfer_score"] if summary["transfer_score"] is None else round(summary["transfer_score"], 3)
     print(f"after {progress.step} steps: test preference accuracy {before['accuracy']:.3f} -> {accuracy:.3f}, "
           f"transfer F1 {fmt(f1)}, transfer score {score_text}")
+    if summary["selected_step"] is not None:
+        print(f"selected step {summary['selected_step']} (Appendix C, a = {config.trade_off_a}): validation accuracy "
+              f"{summary['selected_val_accuracy']:.3f}, test accuracy {summary['selected_test_accuracy']:.3f}, "
+              f"transfer score {summary['selected_transfer_score']}; eval.py --run uses it (--step last: the last)")
     print(f"wrote {out / 'summary.json'}")
     distributed.barrier()
     return summary
+
+
+def keep_if_selected(out: Path, progress: checkpoint.Progress, record: dict, base_f1: dict, model: CLIP,
+                     rotation: Rotation | None, a: float, best: dict | None) -> dict | None:
+    """Appendix C as the run goes: keep this evaluation's tensors if its trade-off beats the best so far."""
+    if record["step"] == 0:  # the untouched model is the base of the recovery, not a candidate
+        return best
+    value = selection_score(record["val_accuracy"], record["transfer_f1"], base_f1, a)
+    if progress.selected_step is not None and value <= progress.selected_score:  # the earliest wins a tie
+        return best
+    best = selected.snapshot(record["step"], model, rotation)
+    selected.write(out, best)
+    progress.selected_step, progress.selected_score = record["step"], value
+    return best
+
+
+def selected_summary(progress: checkpoint.Progress) -> dict:
+    """summary.json's numbers at the selected step, as metrics.jsonl logged them."""
+    record = next((r for r in progress.metrics if r["step"] == progress.selected_step), {})
+    return dict(selected_step=progress.selected_step, selected_val_accuracy=record.get("val_accuracy"),
+                selected_test_accuracy=record.get("test_accuracy"), selected_transfer_f1=record.get("transfer_f1"),
+                selected_transfer_score=record.get("transfer_score"))
 
 
 def start_run_folder(out: Path, run_config: dict, resumed: dict | None) -> None:
@@ -539,8 +597,9 @@ def start_run_folder(out: Path, run_config: dict, resumed: dict | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", run_config)
     if resumed is None:
-        # An earlier run's checkpoint would not match this run's config.json.
+        # An earlier run's checkpoint and selection would not match this run's config.json.
         (out / checkpoint.NAME).unlink(missing_ok=True)
+        (out / selected.NAME).unlink(missing_ok=True)
     # Records logged after the checkpoint are dropped: the resumed run logs those steps again.
     write_jsonl(out / "metrics.jsonl", resumed["progress"]["metrics"] if resumed else [])
 

@@ -116,6 +116,13 @@ def test_a_killed_run_resumes_to_the_adapters_and_metrics_of_a_run_never_stopped
             torch.testing.assert_close(b[part][name], a[part][name], rtol=0, atol=1e-6)
     summary = json.loads((killed / "summary.json").read_text())
     assert (summary["steps"], summary["resumes"]) == (5, 1)
+    # The selection survives too: the same step, and the same tensors in selected.pt.
+    whole_summary = json.loads((whole / "summary.json").read_text())
+    assert summary["selected_step"] == whole_summary["selected_step"] is not None
+    a, b = (torch.load(run / "selected.pt", weights_only=True) for run in (whole, killed))
+    assert a["step"] == b["step"] and a["trainable"].keys() == b["trainable"].keys()
+    for name in a["trainable"]:
+        torch.testing.assert_close(b["trainable"][name], a["trainable"][name], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped bit"])

@@ -152,3 +152,17 @@ def test_split_with_nothing_usable(tmp_path):
         "skipped 1 of 1 records: 1 missing image"
     )
     assert "\n" not in str(info.value)
+
+
+def test_a_record_without_a_known_split_is_a_counted_skip_in_no_split(tmp_path):
+    no_split = record("3.jpg")
+    del no_split["split"]
+    records = [record("1.jpg"), record("2.jpg", split="val"), no_split, record("4.jpg", split="dev")]
+    folder = write_concadia(tmp_path / "c", records, ["1.jpg", "2.jpg", "3.jpg", "4.jpg"])
+    for split, kept in (("train", ["1.jpg"]), ("val", ["2.jpg"])):
+        examples, skips = read_concadia(folder, split)
+        assert [e.filename for e in examples] == kept  # never 3.jpg or 4.jpg
+        assert skips.reasons["no or unknown split"] == 2
+        assert skips.summary() == "skipped 2 of 3 records: 2 no or unknown split"
+    with pytest.raises(DataError, match=r"no records in split 'test' .*splits in the file: dev, train, val"):
+        read_concadia(folder, "test")

@@ -457,10 +457,10 @@ def openai_reference_module():
 
 def test_export_openai_scores_as_the_run(lora_run, base_weights, tmp_path, capsys):
     out = tmp_path / "merged.pt"
-    code, _, err = run_cli(["export", "--run", lora_run, "--format", "openai", "--out", out], capsys)
+    code, _, err = run_cli(["export", "--run", lora_run, "--step", "last", "--format", "openai", "--out", out], capsys)
     assert code == 0, err
     pixels, tokens = pixels_and_tokens()
-    expected = scores(load_run(lora_run).model, pixels, tokens)  # adapters beside the weights, unmerged
+    expected = scores(load_run(lora_run, step="last").model, pixels, tokens)  # adapters beside the weights, unmerged
     assert (scores(load_clip(base_weights), pixels, tokens) - expected).abs().max() > 1e-3  # the LoRA matters
     assert (scores(load_clip(out), pixels, tokens) - expected).abs().max() <= ATOL
     # OpenAI's own build_model reads the file's state dict; it casts to fp16, so the exact fp32
@@ -474,10 +474,10 @@ def test_export_openai_scores_as_the_run(lora_run, base_weights, tmp_path, capsy
 def test_export_hf_loads_in_transformers(lora_run, tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     out = tmp_path / "hf"
-    code, _, err = run_cli(["export", "--run", lora_run, "--format", "hf", "--out", out], capsys)
+    code, _, err = run_cli(["export", "--run", lora_run, "--step", "last", "--format", "hf", "--out", out], capsys)
     assert code == 0, err
     pixels, tokens = pixels_and_tokens()
-    run_model = load_run(lora_run).model
+    run_model = load_run(lora_run, step="last").model
     hf = transformers.CLIPModel.from_pretrained(out).eval()
     with torch.no_grad():
         want_image, want_text = run_model.encode_image(pixels), run_model.encode_text(tokens)
@@ -496,5 +496,56 @@ def test_export_of_a_run_without_adapters_is_one_line(lora_run, tmp_path, capsys
     broken.mkdir()
     (broken / "config.json").write_text((lora_run / "config.json").read_text())
     code, _, err = run_cli(["export", "--run", broken, "--format", "openai", "--out", tmp_path / "x.pt"], capsys)
+    assert_one_line_error(code, err, "selected.pt is missing", "--step last")
+    code, _, err = run_cli(["export", "--run", broken, "--step", "last", "--format", "openai", "--out",
+                            tmp_path / "x.pt"], capsys)
     assert_one_line_error(code, err, "adapters.pt is missing")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_sighted_cells_keep_only_the_descriptions_blv_participants_rated(ratings_folder):
+    # The released layout rates more descriptions by sighted participants than by BLV ones (270 vs 68);
+    # add two sighted-only descriptions with extreme ratings: they must not enter any cell.
+    path = ratings_folder / "sighted_data_criticaltrials.csv"
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    for i, text in enumerate(["A sighted-only description.", "Another one nobody blind rated."]):
+        rows.append({**rows[0], "img_id": "soccer1", "description": text, "q_overall.preimg": 5 - 4 * i,
+                     "q_overall.postimg": 1 + 4 * i})
+    write_csv(path, SIGHTED_COLUMNS, rows)
+    ratings = read_ratings(ratings_folder)
+    blv_keys = {(c, i, d) for c, i, _, d in DESCRIPTIONS}
+    for group in ("sighted, no image", "sighted, with image"):
+        assert set(ratings.means["overall", group]) == blv_keys
+    assert ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] == 2
+
+
+def test_blv_finds_the_rated_images_in_the_released_repository_layout(ratings_folder, base_weights, tmp_path, capsys):
+    repo = tmp_path / "contextual-description-evaluation"
+    (repo / "behavioral_experiments" / "evaluation_sighted").mkdir(parents=True)
+    ratings_folder.rename(repo / "behavioral_data")
+    (repo / "behavioral_data" / "images").rename(repo / "behavioral_experiments" / "evaluation_sighted" / "stimuli")
+    for given in (repo, repo / "behavioral_data"):  # the repository's root, or its behavioral_data/
+        code, out, err = run_cli(["blv", "--weights", base_weights, "--ratings", given, "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["cells"]["overall"]["BLV"]["n"] == 4
+
+
+def test_attribute_data_skips_and_counts_undecodable_images(tmp_path, base_weights, capsys):
+    folder = tmp_path / "concadia"
+    (folder / "resized").mkdir(parents=True)
+    records = []
+    for i in range(3):
+        name = f"{i}.jpg"
+        if i == 1:
+            (folder / "resized" / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        else:
+            noise_image(folder / "resized" / name, i)
+        records.append(dict(article_id=f"A{i}", filename=name, split="test",
+                            description=dict(raw=TEXTS[i], tokens=[]), caption=dict(raw="Map of the county.", tokens=[])))
+    (folder / "wiki_split.json").write_text(json.dumps(dict(images=records)))
+    code, out, err = run_cli(["attribute", "--weights", base_weights, "--data", folder, "--steps", "4",
+                              "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "left out: 1 images that do not decode" in err
+    assert out.count("description: C(im, text)") == 2

@@ -61,15 +61,17 @@ def test_toy_pipeline_end_to_end(world, base, tmp_path, objective, method):
     # Evaluations at steps 0, 2 and the end.
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 2, 4]
-    # The saved run reloads into a model that scores the test split as the run reported.
-    loaded = load_run(run)
-    assert (loaded.rotation is not None) == (objective != "behavioral")
+    # The saved run reloads, at its last and at its selected step, into models that score the test
+    # split as the run reported.
     from clip_min.training import load_split, mixed_precision
     from clip_min.files import file_fingerprint
 
     autocast, _ = mixed_precision("off", "cpu")
-    test = load_split(loaded.model, world / "concadia", None, "test", file_fingerprint(base), "cpu", autocast)
-    assert split_accuracy(loaded.model, test, "cpu", autocast) == pytest.approx(written["concadia_accuracy"])
+    for step, expected in (("last", written["concadia_accuracy"]), ("selected", written["selected_test_accuracy"])):
+        loaded = load_run(run, step=step)
+        assert (loaded.rotation is not None) == (objective != "behavioral")
+        test = load_split(loaded.model, world / "concadia", None, "test", file_fingerprint(base), "cpu", autocast)
+        assert split_accuracy(loaded.model, test, "cpu", autocast) == pytest.approx(expected)
 
 
 def test_lora_run_changes_only_adapters(world, base, tmp_path):

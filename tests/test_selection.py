@@ -2,13 +2,14 @@
 import argparse
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from clip_min import selection
+from clip_min import selection, table3
 from clip_min.runs import RunError
 from clip_min.selection import (
     PALETTE,
@@ -34,8 +35,10 @@ def write_run(folder, objective="behavioral", finetune="lora", seed=0, steps=STE
     """A run folder as train.py leaves it: config.json, metrics.jsonl (step 0 first) and summary.json."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(dict(objective=objective, finetune=finetune, seed=seed)))
-    lines = [json.dumps(dict(step=step, loss=None if step == 0 else 0.5, val_accuracy=accuracy, transfer_f1=f1,
-                             transfer_score=None)) for step, (accuracy, f1) in steps.items()]
+    # The test accuracy is the validation accuracy less 0.05, so the table shows which one it reports.
+    lines = [json.dumps(dict(step=step, loss=None if step == 0 else 0.5, val_accuracy=accuracy,
+                             test_accuracy=round(accuracy - 0.05, 6), transfer_f1=f1, transfer_score=None))
+             for step, (accuracy, f1) in steps.items()]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if summary:
         last = max(steps)
@@ -100,18 +103,24 @@ def make_runs(root):
 
 def test_table1_holds_the_expected_numbers(tmp_path):
     runs = make_runs(tmp_path)
-    rows = table_rows(runs)
+    behavioral = [str(run.folder) for run in runs if run.setting == ("behavioral", "lora")]
+    blv = {"base": {"overall": 0.08, "imaginability": 0.10}, behavioral[0]: {"overall": 0.30, "imaginability": 0.40},
+           behavioral[1]: {"overall": 0.40, "imaginability": float("nan")}}  # nan: e.g. too few descriptions scored
+    rows = table_rows(runs, blv=blv)
     assert [row.label for row in rows] == ["CLIP (base)", "Behavioral (LoRA)", "IIT-DAS (full)"]
     table = format_table(rows)
-    # Base: accuracy 50.0, F1 80.0 / 50.0, transfer 100%, the same in all three runs: a zero-width interval.
-    assert "| CLIP (base) | 3 | 50.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 100.0 ± 0.0 |" in table
-    # Behavioral (LoRA): both seeds select step 20 (accuracy 0.80 and 0.82), F1 64.0 / 40.0, transfer 80%.
-    half = stats.t.ppf(0.975, 1) * np.std([0.80, 0.82], ddof=1) / math.sqrt(2)
-    assert f"| Behavioral (LoRA) | 2 | 81.0 ± {100 * half:.1f} | 64.0 ± 0.0 | 40.0 ± 0.0 | 80.0 ± 0.0 |" in table
-    # IIT-DAS (full), one seed, accuracy lowered by 0.1: trade-offs 0.635, 0.71, 0.698 -> step 20; no interval.
-    assert "| IIT-DAS (full) | 1 | 70.0 | 64.0 | 40.0 | 80.0 |" in table
+    # Base: test accuracy 45.0, F1 80.0 / 50.0, the same in all three runs: a zero-width interval; one BLV value.
+    assert "| CLIP (base) | 3 | 45.0 ± 0.0 | 80.0 ± 0.0 | 50.0 ± 0.0 | 0.08 | 0.10 |" in table
+    # Behavioral (LoRA): both seeds select step 20 (test accuracy 0.75 and 0.77), F1 64.0 / 40.0.
+    half = stats.t.ppf(0.975, 1) * np.std([0.75, 0.77], ddof=1) / math.sqrt(2)
+    blv_half = stats.t.ppf(0.975, 1) * np.std([0.30, 0.40], ddof=1) / math.sqrt(2)
+    assert (f"| Behavioral (LoRA) | 2 | 76.0 ± {100 * half:.1f} | 64.0 ± 0.0 | 40.0 ± 0.0 | 0.35 ± {blv_half:.2f} "
+            f"| 0.40 |") in table
+    # IIT-DAS (full), one seed, accuracy lowered by 0.1: trade-offs 0.635, 0.71, 0.698 -> step 20; no interval,
+    # and no BLV numbers given: "-".
+    assert "| IIT-DAS (full) | 1 | 65.0 | 64.0 | 40.0 | - | - |" in table
     assert "Rows with one run have no interval" in table and "95% t interval" in table
-    assert table.splitlines()[0] == "| model | runs | Desc>Cap acc. | food F1 | cifar F1 | transfer score |"
+    assert table.splitlines()[0] == "| model | runs | Desc>Cap acc. | food F1 | cifar F1 | BLV overall r | BLV imaginability r |"
 
 
 def test_figures_are_written(tmp_path):
@@ -158,8 +167,12 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(selection.pipeline, "run", fake_run)
+    # The fake runs hold no model to attribute; Table 3 is asked for the right runs (tests/test_protocol.py tests it).
+    asked = []
+    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds: asked.append((folders, seeds)) or "| table 3 |")
     argv = ["table", "--toy", "--seeds", "2", "--out", "toy_table", "--max-steps", "30"]
     assert run_command(argv) == 0
+    assert asked[0][1] == 2 and asked[0][0]["iit-das", "lora", 1] == str(Path("toy_table") / "iit-das-lora" / "seed1")
     assert sorted((c.objective, c.finetune, c.seed) for c in trained) == sorted(
         (o, f, s) for o, f in selection.SETTINGS for s in (0, 1))
     assert all(c.max_steps == 30 and c.weights is None and c.data is None for c in trained)

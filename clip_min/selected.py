@@ -1,0 +1,72 @@
+"""The step Appendix C selects, kept while training: its trainable state in ``selected.pt``.
+
+Appendix C picks one step per run: the evaluation with the highest
+
+    trade-off = a * validation accuracy + (1 - a) * transfer score,   a = 0.9
+
+(accuracy alone when the run has no transfer tasks). The run scores every evaluation as it is
+logged; when one beats the best so far (the earliest wins a tie, and step 0, the untouched model,
+is never a candidate), the tensors being trained are copied and written to ``selected.pt``:
+
+    step        the selected step
+    trainable   {parameter name: tensor} of what the run trains: LoRA's A and B, or (full
+                fine-tuning) the tower's weights; the rest are the base weights' own
+    rotation    the DAS rotation's state (IIT-DAS and joint runs), else None
+
+The copy also travels in the checkpoint, so a resumed run holds the same best-so-far and selects
+exactly as the run that never stopped. ``clip_min.runs.load_run`` puts it back on the base weights.
+Selection reads the validation split only; the test accuracy logged beside it is what is reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .files import atomic_save
+from .metrics import trade_off, transfer_score
+
+NAME = "selected.pt"
+SELECTION_A = 0.9  # Appendix C's a
+
+
+def selection_score(accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float = SELECTION_A) -> float:
+    """Appendix C's trade-off of one evaluation; the accuracy alone when there is no transfer score."""
+    transfer = transfer_score(f1, base_f1)
+    return accuracy if transfer is None else trade_off(accuracy, transfer, a)
+
+
+def snapshot(step: int, model: torch.nn.Module, rotation: torch.nn.Module | None) -> dict:
+    """CPU copies of the trained tensors at ``step``, in the layout of ``selected.pt``."""
+    return dict(
+        step=step,
+        trainable={name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad},
+        rotation=None if rotation is None else {k: v.detach().cpu().clone() for k, v in rotation.state_dict().items()},
+    )
+
+
+def write(folder: str | Path, state: dict) -> None:
+    """Write ``folder/selected.pt`` atomically: a crash leaves the previous selection whole."""
+    atomic_save(state, Path(folder) / NAME)
+
+
+def put_back(state: dict, model: torch.nn.Module) -> None:
+    """Copy ``state['trainable']`` into ``model``'s parameters of the same names and shapes."""
+    own = dict(model.named_parameters())
+    missing = sorted(state["trainable"].keys() - own.keys())
+    # Every adapter must be in the file: one left out would silently stay at its initial value.
+    adapters = {name for name in own if name.endswith((".lora_A", ".lora_B"))}
+    left_out = sorted(adapters - state["trainable"].keys())
+    if left_out:
+        raise ValueError(f"{len(left_out)} LoRA tensors of the model are not in the file (e.g. {left_out[0]}); "
+                         "the run's config.json does not match its selected.pt")
+    if missing:
+        raise ValueError(f"{len(missing)} selected tensors have no parameter in the model (e.g. {missing[0]}); "
+                         "the run's config.json does not match its selected.pt")
+    with torch.no_grad():
+        for name, tensor in state["trainable"].items():
+            if tensor.shape != own[name].shape:
+                raise ValueError(f"selected tensor {name} has shape {tuple(tensor.shape)}, the model's "
+                                 f"{tuple(own[name].shape)}; the run's config.json does not match its selected.pt")
+            own[name].copy_(tensor)

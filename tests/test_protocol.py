@@ -1,0 +1,168 @@
+"""The paper's protocol end to end: the selected step's model, the paper's defaults, and their reports.
+
+Runs here train a tiny random CLIP on a tiny toy world for a few steps, so each takes seconds.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from clip_min.model import CLIP, CLIPConfig
+from clip_min.toy import make_toy_world
+from clip_min.weights import save_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
+                  vision_heads=1, text_width=64, text_layers=2, text_heads=1)
+
+
+def load_eval_cli():
+    spec = importlib.util.spec_from_file_location("eval_cli", ROOT / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_cli = load_eval_cli()
+
+
+def run_cli(argv, capsys):
+    code = eval_cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("protocol")
+    env = pytest.MonkeyPatch()
+    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    world = make_toy_world(root / "toy", n_articles=40, transfer_per_class=3)
+    torch.manual_seed(0)
+    save_clip(CLIP(TINY), root / "base.pt")
+    yield dict(world=world, base=root / "base.pt", root=root)
+    torch.set_num_threads(threads)
+    env.undo()
+
+
+def flags(setup, out: Path, **options) -> list[str]:
+    world = setup["world"]
+    chosen = dict(weights=setup["base"], data=world / "concadia", objective="behavioral", lora_rank=4, lr=3e-3,
+                  device="cpu", amp="off", max_steps=8, eval_every=1, batch_size=6, out=out)
+    chosen.update(options)
+    listed = [part for name, value in chosen.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    return listed + ["--transfer", str(world / "transfer" / "color"), str(world / "transfer" / "background")]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def trade_off_by_hand(records: list[dict], a: float = 0.9) -> int:
+    """Appendix C written out: the step after 0 with the highest a * val + (1 - a) * mean F1 / base F1."""
+    base = records[0]["transfer_f1"]
+    best_step, best_value = None, -np.inf
+    for r in records[1:]:
+        transfer = np.mean([r["transfer_f1"][t] / base[t] for t in base if base[t] > 0])
+        value = a * r["val_accuracy"] + (1 - a) * transfer
+        if value > best_value:
+            best_step, best_value = r["step"], value
+    return best_step
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    out = setup["root"] / "run"
+    assert train.main(flags(setup, out)) == 0
+    return out
+
+
+def test_the_selected_step_is_appendix_c_and_is_not_the_last(run):
+    records = metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert all("test_accuracy" in r for r in records)
+    assert summary["selected_step"] == trade_off_by_hand(records)
+    assert summary["selected_step"] != records[-1]["step"]  # this run peaks early, so the two models differ
+    chosen = next(r for r in records if r["step"] == summary["selected_step"])
+    assert summary["selected_val_accuracy"] == chosen["val_accuracy"]
+    assert summary["selected_test_accuracy"] == chosen["test_accuracy"]
+    assert summary["selected_transfer_f1"] == chosen["transfer_f1"]
+    assert summary["selected_transfer_score"] == chosen["transfer_score"]
+    assert torch.load(run / "selected.pt", weights_only=True)["step"] == summary["selected_step"]
+
+
+def test_eval_run_measures_the_selected_step_and_step_last_the_last(run, capsys):
+    records = metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    chosen = next(r for r in records if r["step"] == summary["selected_step"])
+    for step, split, expected in (("selected", "val", chosen["val_accuracy"]),
+                                  ("selected", "test", chosen["test_accuracy"]),
+                                  ("last", "val", records[-1]["val_accuracy"]),
+                                  ("last", "test", records[-1]["test_accuracy"])):
+        code, out, err = run_cli(["concadia", "--run", run, "--split", split, "--step", step, "--device", "cpu",
+                                  "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["accuracy"] == pytest.approx(expected, abs=1e-12), (step, split)
+    assert chosen["test_accuracy"] != records[-1]["test_accuracy"]  # else the comparisons above prove nothing
+
+
+def test_the_paper_defaults_read_back_from_a_real_data_run(setup, tmp_path, capsys):
+    world = setup["world"]
+    common = ["--weights", setup["base"], "--data", world / "concadia", "--device", "cpu", "--amp", "off",
+              "--max-steps", "1", "--eval-every", "1", "--batch-size", "6"]
+    for objective, lr, rank in (("behavioral", 5e-7, 64), ("iit-das", 1e-5, 128), ("joint", 1e-5, 128)):
+        out = tmp_path / objective
+        site = ["--layer", "0", "--intervention-size", "32"] if objective != "behavioral" else []  # a 2-block tower
+        assert train.main([str(a) for a in common + site + ["--objective", objective, "--out", out]]) == 0
+        printed = capsys.readouterr().out
+        assert printed.count("falls back to validation accuracy alone") == 1  # no --transfer: said once
+        config = json.loads((out / "config.json").read_text())
+        assert (config["lr"], config["l2"], config["lora_rank"], config["lora_dropout"]) == (lr, 0.0, rank, 0.0)
+        assert config["trade_off_a"] == 0.9 and config["epochs"] == 10
+        iit = objective != "behavioral"
+        assert config["rotation_lr"] == (lr if iit else None)
+        assert config["iit_samples"] == (100_000 if iit else None)
+
+
+def test_rotation_lr_and_iit_samples_shape_the_run(setup, tmp_path, capsys):
+    out = tmp_path / "iit"
+    argv = flags(setup, out, objective="iit-das", layer=0, intervention_size=32, lr=1e-3, rotation_lr=0.25,
+                 iit_samples=12, epochs=2, max_steps=100, eval_every=2)
+    assert train.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4  # 2 epochs of 12 triplets, 6 a batch
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert [group["lr"] for group in state["optimizer"]["param_groups"]] == [1e-3, 0.25]
+    assert set(torch.load(out / "selected.pt", weights_only=True)["rotation"]) == set(state["rotation"])
+    code = train.main(flags(setup, tmp_path / "b", iit_samples=12))
+    assert code == 2 and "--iit-samples applies to --objective iit-das and joint only" in capsys.readouterr().err
+
+
+def test_table3_samples_the_same_texts_each_with_a_word_rated_in_both_norms(setup):
+    from clip_min.attribution import read_glasgow_norms
+    from clip_min.data import read_concadia
+    from clip_min.table3 import sample_texts
+
+    world = setup["world"]
+    glasgow = world / "norms" / "glasgow_norms.csv"
+    norms = {"imageability": read_glasgow_norms(glasgow, "IMAG"), "concreteness": read_glasgow_norms(glasgow, "CNC")}
+    # Keep the norms to a third of the words, so that some texts have no word rated in both.
+    kept = sorted(norms["imageability"])[::3]
+    norms = {name: {w: r[w] for w in kept if w in r} for name, r in norms.items()}
+    examples, _ = read_concadia(world / "concadia", "train")
+    first, again = sample_texts(examples, norms, n=20, seed=3), sample_texts(examples, norms, n=20, seed=3)
+    assert [(k, e.filename) for k, e in first] == [(k, e.filename) for k, e in again]
+    assert [k for k, _ in first] == ["description"] * 20 + ["caption"] * 20
+    assert sample_texts(examples, norms, n=20, seed=4) != first  # the seed draws them
+    for kind, example in first:
+        words = [w.lower().strip(".,;:") for w in getattr(example, kind).split()]
+        assert any(w in norms["imageability"] and w in norms["concreteness"] for w in words), (kind, example)
+    eligible = [e for e in examples if any(w.lower().strip(".,;:") in kept for w in e.description.split())]
+    assert len(eligible) < len(examples)  # the condition left some out
