@@ -467,7 +467,7 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     def evaluate(step: int) -> None:
         model.eval()
         if config.towers == "both":
-            refresh_image_features(model, [val], task_data, device, autocast)
+            refresh_image_features(model, [val, test], task_data, device, autocast)
         f1 = transfer_f1(model, task_data, template, device, autocast)
         losses = progress.losses[-config.eval_every:]
         nonlocal best

@@ -5,6 +5,7 @@ Runs here train a tiny random CLIP on a tiny toy world for a few steps, so each 
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,10 @@ def test_eval_run_measures_the_selected_step_and_step_last_the_last(run, capsys)
 
 def test_the_paper_defaults_read_back_from_a_real_data_run(setup, tmp_path, capsys):
     world = setup["world"]
-    common = ["--weights", setup["base"], "--data", world / "concadia", "--device", "cpu", "--amp", "off",
+    # Text layers 128 wide, so that the paper's IIT-DAS rank of 128 fits them.
+    torch.manual_seed(0)
+    save_clip(CLIP(replace(TINY, text_width=128, text_heads=2)), tmp_path / "wide.pt")
+    common = ["--weights", tmp_path / "wide.pt", "--data", world / "concadia", "--device", "cpu", "--amp", "off",
               "--max-steps", "1", "--eval-every", "1", "--batch-size", "6"]
     for objective, lr, rank in (("behavioral", 5e-7, 64), ("iit-das", 1e-5, 128), ("joint", 1e-5, 128)):
         out = tmp_path / objective

@@ -219,24 +219,26 @@ def test_temp_files_of_a_writer_killed_mid_write_are_removed_on_the_next_start(t
 
 
 def test_towers_both_evaluates_with_the_trained_vision_tower(setup, tmp_path, monkeypatch):
-    seen = []
+    seen = []  # (the split's image paths, the features it was scored with), call by call
     real = training.split_accuracy
 
     def recording(model, split, device, autocast):
-        seen.append(split.image_features.clone())
+        seen.append(([e.image_path for e in split.examples], split.image_features.clone()))
         return real(model, split, device, autocast)
 
     monkeypatch.setattr(training, "split_accuracy", recording)
     out = tmp_path / "both"
     assert train.main(flags(setup, out, towers="both", objective="behavioral", lr=5e-2)) == 0
-    # The calls: test before training, val at step 0, val at step 2, test at the end.
-    run = load_run(out)
     val, _ = read_concadia(setup["world"] / "concadia", "val")
-    trained, _ = encode_now(run.model, [e.image_path for e in val])
-    base, _ = encode_now(load_clip(setup["base"]), [e.image_path for e in val])
+    paths = [e.image_path for e in val]
+    on_val = [features for scored, features in seen if scored == paths]
+    assert len(on_val) == 2  # the evaluations at step 0 and at step 2
+    run = load_run(out, step="last")
+    trained, _ = encode_now(run.model, paths)
+    base, _ = encode_now(load_clip(setup["base"]), paths)
     assert not torch.allclose(trained, base, atol=1e-3)  # the tower did change
-    torch.testing.assert_close(seen[2], trained, atol=1e-5, rtol=0)
-    torch.testing.assert_close(seen[1], base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(on_val[1], trained, atol=1e-5, rtol=0)
+    torch.testing.assert_close(on_val[0], base, atol=1e-5, rtol=0)
 
 
 # ---- 6. eval.py --run refuses base weights that are not the run's --------------------------
@@ -306,8 +308,14 @@ def test_adapters_without_their_lora_tensors_are_refused(finished, tmp_path, cap
     adapters = torch.load(run / "adapters.pt", weights_only=True)
     del adapters["lora"]
     torch.save(adapters, run / "adapters.pt")
-    assert eval_script.main(["concadia", "--run", str(run), "--device", "cpu"]) == 2
+    assert eval_script.main(["concadia", "--run", str(run), "--step", "last", "--device", "cpu"]) == 2
     assert "no LoRA tensors" in one_line_error(capsys, "eval.py")
+    # The selected step's file likewise: one adapter left out would silently stay at its start.
+    state = torch.load(run / "selected.pt", weights_only=True)
+    del state["trainable"][sorted(state["trainable"])[0]]
+    torch.save(state, run / "selected.pt")
+    assert eval_script.main(["concadia", "--run", str(run), "--device", "cpu"]) == 2
+    assert "LoRA tensors of the model are not in the file" in one_line_error(capsys, "eval.py")
 
 
 def cifar_folder(folder: Path, labels: list[int], names: list[bytes]) -> Path:
@@ -467,11 +475,18 @@ def test_small_vocabulary_broken_runs_deep_json_empty_meta_and_big_rank_are_one_
         "adapters a list": lambda run: torch.save([1, 2], run / "adapters.pt"),
         "rotation keys missing": lambda run: torch.save(
             {**torch.load(run / "adapters.pt", weights_only=True), "rotation": {}}, run / "adapters.pt"),
+        "selected a list": lambda run: torch.save([1, 2], run / "selected.pt"),
+        "selected rotation keys missing": lambda run: torch.save(
+            {**torch.load(run / "selected.pt", weights_only=True), "rotation": {}}, run / "selected.pt"),
+        "selected with nan": lambda run: torch.save(
+            {**(state := torch.load(run / "selected.pt", weights_only=True)),
+             "trainable": {k: v * float("nan") for k, v in state["trainable"].items()}}, run / "selected.pt"),
     }
     for name, damage in cases.items():
         run = copy_run(finished, tmp_path / name.replace(" ", "_"))
         damage(run)
-        assert eval_script.main(["concadia", "--run", str(run), "--device", "cpu"]) == 2, name
+        step = "selected" if name.startswith("selected") else "last"
+        assert eval_script.main(["concadia", "--run", str(run), "--step", step, "--device", "cpu"]) == 2, name
         assert str(run) in one_line_error(capsys, "eval.py"), name
 
     world = tmp_path / "deep_concadia"
