@@ -22,7 +22,7 @@ from clip_min.images import ImageLoadError
 # Modules that add subcommands, each through add_commands(subparsers). selection (model
 # selection) and attribution (integrated gradients) are written alongside this file; until they
 # exist, eval.py runs without their commands instead of failing to start.
-COMMAND_MODULES = ("clip_min.evaluate", "clip_min.selection", "clip_min.attribution")
+COMMAND_MODULES = ("clip_min.evaluate", "clip_min.selection", "clip_min.attribution", "clip_min.prefer_command")
 # Errors the user can fix: bad paths, data, weights, run folders or option values.
 USER_ERRORS = (ValueError, OSError, ImageLoadError)
 
