@@ -24,7 +24,7 @@ from clip_min.images import ImageLoadError
 # selection) and attribution (integrated gradients) are written alongside this file; until they
 # exist, eval.py runs without their commands instead of failing to start.
 COMMAND_MODULES = ("clip_min.evaluate", "clip_min.selection", "clip_min.attribution", "clip_min.table3",
-                   "clip_min.search")
+                   "clip_min.search", "clip_min.prefer_command")
 # Errors the user can fix: bad paths, data, weights, run folders or option values.
 USER_ERRORS = (ValueError, OSError, ImageLoadError)
 
