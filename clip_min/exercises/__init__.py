@@ -39,16 +39,15 @@ EXERCISES = (
     Exercise(
         "attention", "quick GELU and attention", "docs/01-clip-and-the-score.md",
         (("clip_min/model.py", "quick_gelu"), ("clip_min/model.py", "MultiheadAttention.forward")),
-        ("tests/test_weights.py::test_small_config_is_read_off_the_weights",
-         "tests/test_weights.py::test_small_checkpoint_in_every_container"),
+        ("tests/test_model.py::test_attention_block_matches_float64_math",),
     ),
     Exercise(
         "text-tower", "the end-of-text pooling and the score C", "docs/01-clip-and-the-score.md",
         (("clip_min/model.py", "CLIP.project_text"), ("clip_min/losses.py", "score")),
-        ("tests/test_model.py::test_cutting_padding_is_exact_per_text",
+        ("tests/test_model.py::test_text_features_match_float64_math",
+         "tests/test_model.py::test_cutting_padding_is_exact_per_text",
          "tests/test_model.py::test_sorted_halves_equal_one_run_with_gradients",
-         "tests/test_losses.py::test_score_is_exp_logit_scale_times_cosine",
-         "tests/test_weights.py::test_small_config_is_read_off_the_weights"),
+         "tests/test_losses.py::test_score_is_exp_logit_scale_times_cosine"),
     ),
     Exercise(
         "lora", "LoRA's branch, merge and unmerge", "docs/02-lora.md",
