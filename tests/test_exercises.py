@@ -23,8 +23,6 @@ from clip_min.exercises.blank import blank_source, make
 from clip_min.exercises.grade import grade, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
-# The grader on a restored copy: a few cheap exercises, to keep the test short (the full run is check's job).
-RESTORED_SUBSET = ["text-tower", "eq1", "interchange", "eq5"]
 
 
 def defs(tree: ast.Module) -> dict[str, ast.AST]:
@@ -170,11 +168,14 @@ def test_restored_bodies_pass_and_wrong_ones_fail(tmp_path):
     replace_once(copy / "clip_min/losses.py", "return _two_way_ce(c_cap, c_des, target=1)",
                  "return _two_way_ce(c_cap, c_des, target=0)")
     replace_once(copy / "clip_min/intervention.py", "R_k = R[:, :k]", "R_k = R.T[:, :k]")
-    code, rows = check(copy, *RESTORED_SUBSET)
+    code, rows = check(copy)
     assert code == 1
     assert rows["eq1"].startswith("failing: test_eq1_behavioral_loss_prefers_the_description: assert"), rows["eq1"]
     assert rows["interchange"].startswith("failing: test_eq4_interchange_equals_rotate_swap_unrotate"), rows
-    right = [name for name in RESTORED_SUBSET if name not in ("eq1", "interchange")]
+    # What builds on them fails too: LoRA's training check trains with Eq. 1, and dii calls interchange.
+    assert rows["lora"].startswith("failing: test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions"), rows
+    assert rows["dii"].startswith("failing: test_eq4_"), rows
+    right = [e.name for e in EXERCISES if e.name not in ("eq1", "interchange", "lora", "dii")]
     assert {name: rows[name] for name in right} == {name: "passed" for name in right}
 
 
