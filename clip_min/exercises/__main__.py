@@ -1,0 +1,70 @@
+"""python -m clip_min.exercises list | make DIR [--only NAMES] | check [NAMES]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import EXERCISES, REPOSITORY, ExerciseError, number, select
+from .blank import make
+from .grade import grade, run_tests, scoreboard
+
+
+def list_command(args) -> int:
+    print(f"{len(EXERCISES)} exercises, in teaching order. Each blanks the functions below; "
+          "its docs page ends with what to write.")
+    for exercise in EXERCISES:
+        files: dict[str, list[str]] = {}
+        for path, qualname in exercise.functions:
+            files.setdefault(path, []).append(qualname)
+        tests = sorted({t.split("::")[0] for t in exercise.tests})
+        print(f"\n{number(exercise):>2}  {exercise.name}: {exercise.title}  ({exercise.docs})")
+        for path, names in files.items():
+            print(f"    writes  {path}: {', '.join(names)}")
+        print(f"    graded  {len(exercise.tests)} tests in {', '.join(tests)}")
+    return 0
+
+
+def make_command(args) -> int:
+    exercises = select(args.only)
+    files = make(args.dir, exercises)
+    blanked = sum(len(e.functions) for e in exercises)
+    print(f"wrote a student copy of {len(files)} files to {args.dir}: {blanked} functions of "
+          f"{len(exercises)} exercises raise NotImplementedError")
+    print(f"students grade themselves with: cd {args.dir} && python -m clip_min.exercises check")
+    return 0
+
+
+def check_command(args) -> int:
+    exercises = select(args.names)
+    print(f"running the tests of {len(exercises)} exercises in {REPOSITORY} ...", flush=True)
+    record = run_tests(exercises)
+    grades = [grade(e, record) for e in exercises]
+    print(scoreboard(grades))
+    return 0 if all(g.status == "passed" for g in grades) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m clip_min.exercises",
+        description="Graded exercises: a student copy with each equation's code blanked, and the tests as grader.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the exercises in teaching order, with their docs and functions"
+                        ).set_defaults(func=list_command)
+    p = commands.add_parser("make", help="write a student copy of this repository with the exercises blanked")
+    p.add_argument("dir", help="a new (or empty) folder for the copy")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="blank only these exercises (names or numbers)")
+    p.set_defaults(func=make_command)
+    p = commands.add_parser("check", help="run the exercises' tests here and print a scoreboard")
+    p.add_argument("names", nargs="*", metavar="NAME", help="the exercises to check (default: all)")
+    p.set_defaults(func=check_command)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ExerciseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The course kit (clip_min.exercises): a student copy blanks exactly the listed bodies, and the grader sees it.
+
+Each check here reads the copy with its own means (a line diff, a call of every listed function
+in a fresh interpreter, pytest's own outcomes through the scoreboard) rather than trusting the
+code that made it.
+"""
+
+import ast
+import difflib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clip_min.exercises import EXERCISES, ExerciseError, number
+from clip_min.exercises.__main__ import main
+from clip_min.exercises.blank import blank_source, make
+from clip_min.exercises.grade import grade, run_tests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def defs(tree: ast.Module) -> dict[str, ast.AST]:
+    """qualified name -> def node, for functions at module level and in classes."""
+    found = {}
+
+    def visit(body, prefix):
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[prefix + node.name] = node
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body, f"{prefix}{node.name}.")
+
+    visit(tree.body, "")
+    return found
+
+
+def listed() -> dict[str, dict[str, int]]:
+    """file -> {qualified name: exercise number} for every blanked function."""
+    by_file: dict[str, dict[str, int]] = {}
+    for exercise in EXERCISES:
+        for path, qualname in exercise.functions:
+            by_file.setdefault(path, {})[qualname] = number(exercise)
+    return by_file
+
+
+def files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def check(copy: Path, *names: str) -> tuple[int, dict[str, str]]:
+    """Run the copy's own grader as a student would; returns its exit code and {exercise name: status}."""
+    done = subprocess.run([sys.executable, "-m", "clip_min.exercises", "check", *names], cwd=copy,
+                          capture_output=True, text=True, timeout=600)
+    rows = {}
+    for line in done.stdout.splitlines():
+        m = re.match(r"\s*\d+\s+(\S+)\s+\d+/\d+\s+(.*)$", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return done.returncode, rows
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A student copy with every exercise blanked."""
+    copy = tmp_path_factory.mktemp("course") / "clip_min_course"
+    copied = make(copy)
+    assert files_under(copy) == {f.as_posix() for f in copied}
+    return copy
+
+
+def test_the_table_names_functions_and_tests_that_exist():
+    names = [e.name for e in EXERCISES]
+    assert len(set(names)) == len(names)
+    for exercise in EXERCISES:
+        assert (ROOT / exercise.docs).is_file(), exercise.docs
+        heading = re.compile(rf"^## Exercise {number(exercise)}: ", re.MULTILINE)
+        assert heading.search((ROOT / exercise.docs).read_text(encoding="utf-8")), \
+            f"{exercise.docs} has no '## Exercise {number(exercise)}: ...' section"
+        for path, qualname in exercise.functions:
+            assert qualname in defs(ast.parse((ROOT / path).read_text(encoding="utf-8"))), \
+                f"exercise {exercise.name}: {path} has no {qualname}; update EXERCISES in clip_min/exercises/__init__.py"
+        for test in exercise.tests:
+            path, name = test.split("::")
+            assert name in defs(ast.parse((ROOT / path).read_text(encoding="utf-8"))), \
+                f"exercise {exercise.name}: {path} has no test {name}"
+
+
+def test_student_copy_blanks_exactly_the_listed_functions(course):
+    copy = course
+    assert {"README.md", "train.py", "clip_min/exercises/__init__.py", "tests/test_losses.py"} <= files_under(copy)
+
+    # Outside the listed bodies, every line is as it was.
+    blanked = listed()
+    for name in files_under(copy):
+        before, after = (ROOT / name).read_bytes(), (copy / name).read_bytes()
+        if name not in blanked:
+            assert before == after, f"{name} changed"
+            continue
+        nodes = defs(ast.parse(before))
+        bodies = []  # 0-based half-open line ranges of the listed bodies after their docstrings
+        for qualname in blanked[name]:
+            node, first = nodes[qualname], nodes[qualname].body[0]
+            documented = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+            bodies.append((first.end_lineno if documented else first.lineno - 1, node.end_lineno))
+        old, new = before.decode().splitlines(), after.decode().splitlines()
+        for tag, i1, i2, _, _ in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+            if tag != "equal":
+                assert any(start <= i1 and i2 <= end for start, end in bodies), f"{name}: lines {i1 + 1}-{i2} changed"
+        assert len(new) == len(old) - sum(end - start - 1 for start, end in bodies)
+        copied_nodes = defs(ast.parse(after))
+        for qualname, node in nodes.items():  # the copy still has every def, with the same signature
+            assert ast.dump(copied_nodes[qualname].args) == ast.dump(node.args), f"{name}: {qualname}"
+
+    # Each listed function, called in a fresh interpreter on the copy, raises its exercise's message.
+    probe = """
+import importlib, inspect, json, sys
+results = {}
+for path, qualname in json.loads(sys.argv[1]):
+    target = importlib.import_module(path[:-3].replace("/", "."))
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    params = inspect.signature(target).parameters.values()
+    args = [None for p in params if p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD]
+    kwargs = {p.name: None for p in params if p.default is p.empty and p.kind == p.KEYWORD_ONLY}
+    try:
+        target(*args, **kwargs)
+        results[qualname] = "returned"
+    except NotImplementedError as error:
+        results[qualname] = str(error)
+print(json.dumps(results))
+"""
+    functions = [[path, q] for path, names in blanked.items() for q in names]
+    done = subprocess.run([sys.executable, "-c", probe, json.dumps(functions)], cwd=copy, capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    raised = json.loads(done.stdout)
+    for path, names in blanked.items():
+        for qualname, n in names.items():
+            assert raised[qualname].startswith(f"Exercise {n}: write {qualname}; see docs/"), (qualname, raised[qualname])
+
+
+def test_the_grader_reports_every_exercise_not_started(course):
+    record = run_tests(list(EXERCISES), root=course)  # pytest in the copy, on the copy's clip_min
+    grades = {e.name: grade(e, record) for e in EXERCISES}
+    assert {name: g.status for name, g in grades.items()} == {e.name: "not started" for e in EXERCISES}
+    assert all(g.passed == 0 and g.total >= len(g.exercise.tests) for g in grades.values())
+    assert grades["attention"].detail == "write quick_gelu, MultiheadAttention.forward"
+    assert grades["lora"].detail.endswith("; needs exercise 1 too")  # its tests build a model, which needs attention
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{path.name} no longer holds {old!r}; pick another wrong body"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_restored_bodies_pass_and_wrong_ones_fail(tmp_path):
+    copy = tmp_path / "course"
+    make(copy)
+    for name in listed():  # the reference bodies back
+        shutil.copy2(ROOT / name, copy / name)
+    # Eq. 1 with its sign flipped (the caption should win), and Eq. 4 with R transposed.
+    replace_once(copy / "clip_min/losses.py", "return _two_way_ce(c_cap, c_des, target=1)",
+                 "return _two_way_ce(c_cap, c_des, target=0)")
+    replace_once(copy / "clip_min/intervention.py", "R_k = R[:, :k]", "R_k = R.T[:, :k]")
+    code, rows = check(copy)
+    assert code == 1
+    assert rows["eq1"].startswith("failing: test_eq1_behavioral_loss_prefers_the_description: assert"), rows["eq1"]
+    assert rows["interchange"].startswith("failing: test_eq4_interchange_equals_rotate_swap_unrotate"), rows
+    # What builds on them fails too: LoRA's training check trains with Eq. 1, and dii calls interchange.
+    assert rows["lora"].startswith("failing: test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions"), rows
+    assert rows["dii"].startswith("failing: test_eq4_"), rows
+    right = [e.name for e in EXERCISES if e.name not in ("eq1", "interchange", "lora", "dii")]
+    assert {name: rows[name] for name in right} == {name: "passed" for name in right}
+
+
+def test_blank_source_keeps_decorators_docstring_and_comments_above():
+    source = '''import torch
+
+
+# Why this function exists.
+@torch.no_grad()
+def f(x: int,
+      y: int) -> int:
+    """Sum."""
+    # how
+    z = x + y
+    return z
+
+
+class C:
+    def g(self):
+        return 1
+'''
+    out = blank_source(source, [("f", "Exercise 9: write f"), ("C.g", "Exercise 9: write C.g")])
+    assert out == '''import torch
+
+
+# Why this function exists.
+@torch.no_grad()
+def f(x: int,
+      y: int) -> int:
+    """Sum."""
+    raise NotImplementedError("Exercise 9: write f")
+
+
+class C:
+    def g(self):
+        raise NotImplementedError("Exercise 9: write C.g")
+'''
+    with pytest.raises(ExerciseError, match="has no function C.h; the code moved"):
+        blank_source(source, [("C.h", "x")])
+
+
+def test_bad_requests_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    for argv, words in ((["make", str(tmp_path / "full")], "is not an empty folder"),
+                        (["make", str(tmp_path / "new"), "--only", "eq99"], "no exercise 'eq99'; choose from"),
+                        (["check", "eq1", "eq99"], "no exercise 'eq99'; choose from")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "new").exists()
