@@ -7,7 +7,7 @@
     python eval.py export --run runs/latest --format hf --out exported/
 
 With neither --weights nor --run, the model is the toy world's base CLIP. `python eval.py
-COMMAND -h` lists a command's options; clip_min.evaluate documents what each one computes.
+COMMAND -h` lists a command's options; clip_min.report.evaluate documents what each one computes.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from clip_min.images import ImageLoadError
 # Modules that add subcommands, each through add_commands(subparsers). selection (model
 # selection) and attribution (integrated gradients) are written alongside this file; until they
 # exist, eval.py runs without their commands instead of failing to start.
-COMMAND_MODULES = ("clip_min.evaluate", "clip_min.selection", "clip_min.attribution", "clip_min.table3",
-                   "clip_min.search", "clip_min.prefer_command")
+COMMAND_MODULES = ("clip_min.report.evaluate", "clip_min.report.selection", "clip_min.attribution", "clip_min.report.table3",
+                   "clip_min.train.search", "clip_min.report.prefer")
 # Errors the user can fix: bad paths, data, weights, run folders or option values.
 USER_ERRORS = (ValueError, OSError, ImageLoadError)
 

@@ -5,7 +5,7 @@
     python train.py --resume runs/latest                        # go on from the checkpoint, as configured
     torchrun --nproc_per_node=8 train.py ...                    # 8 processes share each batch
 
-Every flag is a field of clip_min.training.TrainConfig; unset ones take its defaults (the
+Every flag is a field of clip_min.train.loop.TrainConfig; unset ones take its defaults (the
 paper's). With --resume, unset ones take the run's saved configuration instead.
 """
 
@@ -16,12 +16,12 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from clip_min.data import DataError
+from clip_min.data.concadia import DataError
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
-from clip_min.runs import read_run_config
-from clip_min.toy import toy_world_dir
-from clip_min.training import TrainConfig
+from clip_min.train.runs import read_run_config
+from clip_min.data.toy import toy_world_dir
+from clip_min.train.loop import TrainConfig
 from clip_min.weights import WeightsError
 
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     config = None
     try:
         config = parse_args(argv)
-        from clip_min.pipeline import run
+        from clip_min.train.pipeline import run
 
         run(config)
     except (ValueError, DataError, WeightsError, FloatingPointError, ImageLoadError) as err:

@@ -54,8 +54,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import speed  # noqa: E402  (bench/speed.py: OpenAI's reference model by file path)
 import train_step  # noqa: E402  (bench/train_step.py: the HF + peft step and Concadia-like texts)
-from clip_min import training  # noqa: E402
-from clip_min.checkpoint import BatchOrder  # noqa: E402
+from clip_min.train import loop as training  # noqa: E402
+from clip_min.train.checkpoint import BatchOrder  # noqa: E402
 from clip_min.files import atomic_write_text  # noqa: E402
 from clip_min.losses import behavioral_loss, score  # noqa: E402
 from clip_min.model import CLIP, CLIPConfig  # noqa: E402

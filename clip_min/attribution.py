@@ -57,14 +57,14 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .data import DataError, read_concadia
+from .data.concadia import DataError, read_concadia
 from .losses import score
 from .model import CLIP
-from .pipeline import toy_world
+from .train.pipeline import toy_world
 from .images import ImageLoadError, load_image, preprocess
-from .runs import add_step_option, load_model
+from .train.runs import add_step_option, load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
-from .training import mixed_precision, resolve_device
+from .train.loop import mixed_precision, resolve_device
 
 # Points of the IG integral. On the trained toy IIT-DAS run the worst of 80 texts missed
 # completeness by 13.3% at 64 points of the path, 3.0% at 128 and 0.74% at 256.

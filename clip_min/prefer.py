@@ -3,7 +3,7 @@
 EX2 ("If CLIP Could Talk", Esfandiarpoor et al. 2024) fine-tunes a language model to write
 descriptions of a concept that a vision-language model rewards, with a KL penalty that keeps
 it near the language model it started from, and then reads what the aligned generator writes.
-Here the generator is a policy over a fixed pool of phrases (clip_min/phrases.py): for each
+Here the generator is a policy over a fixed pool of phrases (clip_min/data/phrases.py): for each
 concept k, ``slots`` independent categorical distributions, one per phrase of the description,
 
     pi_theta(d | k) = prod_s softmax(theta[k, s])[d_s]          d = (d_1, ..., d_S), d_s in 1..P
@@ -15,7 +15,7 @@ maximise the KL-regularised reward (EX2's objective, as in RLHF)
 
 with REINFORCE and a leave-one-out baseline (:func:`reinforce_loss`); the KL to the uniform
 start is computed exactly (:func:`kl_to_uniform`). The reward is the model's score
-(:class:`ClipReward`). Nothing here knows about files or commands; clip_min/prefer_command.py runs it.
+(:class:`ClipReward`). Nothing here knows about files or commands; clip_min/report/prefer.py runs it.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from clip_min.losses import score
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
 from clip_min.tokenizer import tokenize
-from clip_min.toy import make_toy_world, toy_word_ratings, write_glasgow_norms
+from clip_min.data.toy import make_toy_world, toy_word_ratings, write_glasgow_norms
 from clip_min.weights import save_clip
 
 # The real vocabulary (the tests use the real tokenizer), everything else tiny; heads = width // 64

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 import train
-from clip_min import checkpoint
+from clip_min.train import checkpoint
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
-from clip_min.toy import make_toy_world
-from clip_min.training import TrainConfig, stop_if_not_finite
+from clip_min.data.toy import make_toy_world
+from clip_min.train.loop import TrainConfig, stop_if_not_finite
 from clip_min.weights import save_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def test_two_processes_under_torchrun_take_the_steps_of_one(setup, tmp_path):
     a, b = adapters(one), adapters(two)
     for name in a["lora"]:
         torch.testing.assert_close(b["lora"][name], a["lora"][name], rtol=0, atol=1e-5)
-    # R itself may differ where the loss cannot see it (see clip_min/distributed.py).
+    # R itself may differ where the loss cannot see it (see clip_min/train/distributed.py).
     torch.testing.assert_close(projection(b["rotation"]), projection(a["rotation"]), rtol=0, atol=1e-5)
     assert_same_metrics(metrics(two), metrics(one), atol=1e-5)  # written once, by process 0
     assert json.loads((two / "summary.json").read_text())["processes"] == 2

@@ -1,11 +1,11 @@
-"""clip_min.data: the Concadia reader, on a small folder in the released format."""
+"""clip_min.data.concadia: the Concadia reader, on a small folder in the released format."""
 import dataclasses
 import json
 
 import pytest
 from PIL import Image
 
-from clip_min.data import DataError, Example, SkipCounts, read_concadia
+from clip_min.data.concadia import DataError, Example, SkipCounts, read_concadia
 
 
 def text(raw):

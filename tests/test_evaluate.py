@@ -1,4 +1,4 @@
-"""eval.py and clip_min.evaluate: the paper's measurements, on tiny fixtures in each released format.
+"""eval.py and clip_min.report.evaluate: the paper's measurements, on tiny fixtures in each released format.
 
 The numbers are checked against a second computation (by hand, scipy, OpenAI's clip/model.py,
 Hugging Face's CLIPModel); the data readers against files written here in the layout each data
@@ -23,16 +23,16 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
-from clip_min.data import DataError
-from clip_min.evaluate import CLIPSCORE_PREFIX, correlate, read_ratings
+from clip_min.data.concadia import DataError
+from clip_min.report.evaluate import CLIPSCORE_PREFIX, correlate, read_ratings
 from clip_min.lora import LoRABranch, apply_lora, lora_state_dict
 from clip_min.metrics import bootstrap_interval, macro_f1
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.images import load_image, preprocess
-from clip_min.runs import load_run
+from clip_min.train.runs import load_run
 from clip_min.tokenizer import tokenize
-from clip_min.training import TrainConfig
-from clip_min.transfer import encode_task, read_task, zero_shot_f1
+from clip_min.train.loop import TrainConfig
+from clip_min.data.transfer import encode_task, read_task, zero_shot_f1
 from clip_min.weights import load_clip, save_clip
 
 ROOT = Path(__file__).resolve().parents[1]

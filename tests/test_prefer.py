@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clip_min import toy
+from clip_min.data import toy
 from clip_min.model import CLIP, CLIPConfig
-from clip_min.phrases import KINDS, PoolError, read_pool, toy_pool
+from clip_min.data.phrases import KINDS, PoolError, read_pool, toy_pool
 from clip_min.prefer import ClipReward, PreferConfig, align, kl_to_uniform, reinforce_loss, sample
 from clip_min.tokenizer import tokenize
 from clip_min.weights import save_clip

@@ -14,7 +14,7 @@ import torch
 
 import train
 from clip_min.model import CLIP, CLIPConfig
-from clip_min.toy import make_toy_world
+from clip_min.data.toy import make_toy_world
 from clip_min.weights import save_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,8 +151,8 @@ def test_rotation_lr_and_iit_samples_shape_the_run(setup, tmp_path, capsys):
 
 def test_table3_samples_the_same_texts_each_with_a_word_rated_in_both_norms(setup):
     from clip_min.attribution import read_glasgow_norms
-    from clip_min.data import read_concadia
-    from clip_min.table3 import sample_texts
+    from clip_min.data.concadia import read_concadia
+    from clip_min.report.table3 import sample_texts
 
     world = setup["world"]
     glasgow = world / "norms" / "glasgow_norms.csv"

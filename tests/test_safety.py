@@ -26,14 +26,15 @@ from PIL import Image
 
 import eval as eval_script
 import train
-from clip_min import checkpoint, training
-from clip_min.data import DataError, read_concadia
-from clip_min.features import encode_images, encode_now
+from clip_min.train import checkpoint
+from clip_min.train import loop as training
+from clip_min.data.concadia import DataError, read_concadia
+from clip_min.train.features import encode_images, encode_now
 from clip_min.model import CLIP, CLIPConfig
-from clip_min.runlock import own_run_folder
-from clip_min.runs import load_run
-from clip_min.toy import make_toy_world
-from clip_min.transfer import read_cifar100
+from clip_min.train.runlock import own_run_folder
+from clip_min.train.runs import load_run
+from clip_min.data.toy import make_toy_world
+from clip_min.data.transfer import read_cifar100
 from clip_min.weights import WeightsError, load_clip, save_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +176,7 @@ def test_concadia_filenames_escaping_the_image_folder_are_skipped_and_counted(se
 def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_owner_frees_it(setup, tmp_path, capsys):
     out = tmp_path / "run"
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from clip_min.runlock import own_run_folder\n"
+        [sys.executable, "-c", "import sys, time; from clip_min.train.runlock import own_run_folder\n"
                                f"with own_run_folder({str(out)!r}):\n    print('owned', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clip_min import selection, table3
-from clip_min.runs import RunError
-from clip_min.selection import (
+from clip_min.report import selection
+
+from clip_min.report import table3
+from clip_min.train.runs import RunError
+from clip_min.report.selection import (
     PALETTE,
     figure_training,
     figure_tradeoff,

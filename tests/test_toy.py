@@ -1,4 +1,4 @@
-"""clip_min.toy: the toy world is deterministic, in Concadia's format, and says what it draws."""
+"""clip_min.data.toy: the toy world is deterministic, in Concadia's format, and says what it draws."""
 import csv
 import json
 import time
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_min import toy
-from clip_min.data import read_concadia
+from clip_min.data import toy
+from clip_min.data.concadia import read_concadia
 
 SMALL = dict(seed=0, n_articles=12, transfer_per_class=3)
 SMALL_CONFIG = toy.ToyConfig(**SMALL)

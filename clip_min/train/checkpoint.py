@@ -14,7 +14,7 @@ because the checkpoint holds every input of the remaining steps:
     rng         python's, numpy's, torch's and CUDA's generators (LoRA dropout draws from torch's)
     progress    the step, metrics.jsonl's records, every step's loss and time, the wall time,
                 the selected step and its trade-off
-    selected    the selected step's tensors (``clip_min.selected``), to rewrite selected.pt on resume
+    selected    the selected step's tensors (``clip_min.train.selected``), to rewrite selected.pt on resume
     run         the resolved configuration and what was measured before training
 
 A checkpoint is only plain tensors, dicts, lists, numbers and strings, so it loads with
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_save
+from ..files import atomic_save
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)

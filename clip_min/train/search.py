@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 
 from . import pipeline
-from .selection import read_metrics
-from .training import TrainConfig
+from ..report.selection import read_metrics
+from .loop import TrainConfig
 
 LEARNING_RATES = (5e-7, 1e-6, 5e-6, 1e-5)  # ours: the paper gives none for its lr search
 GRIDS = {

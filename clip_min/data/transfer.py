@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DataError
-from .features import encode_arrays, encode_images
-from .metrics import macro_f1
-from .model import CLIP
-from .tokenizer import tokenize
+from .concadia import DataError
+from ..train.features import encode_arrays, encode_images
+from ..metrics import macro_f1
+from ..model import CLIP
+from ..tokenizer import tokenize
 
 # The paper's text says "An image of ___"; the authors' code used the other two.
 PROMPTS = {

@@ -8,8 +8,8 @@ from pathlib import Path
 from . import distributed
 from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
 from .runlock import own_run_folder
-from .toy import make_toy_world, toy_world_dir
-from .training import TrainConfig, check, finetune, resolve_device
+from ..data.toy import make_toy_world, toy_world_dir
+from .loop import TrainConfig, check, finetune, resolve_device
 
 TOY_BANNER = """\
 clip_min: no --weights and --data given, so this runs on the TOY WORLD: a small generated
@@ -35,7 +35,7 @@ def run(config: TrainConfig) -> dict:
                          "start it without torchrun")
     distributed.init(resolve_device(config.device))
     try:
-        # The main process writes the run folder, so it owns it for the whole run (clip_min.runlock).
+        # The main process writes the run folder, so it owns it for the whole run (clip_min.train.runlock).
         with distributed.quiet_unless_main(), own_run_folder(config.out) if distributed.is_main() else nullcontext():
             return _run(config)
     finally:

@@ -8,7 +8,7 @@ Concepts are the classes of transfer tasks (by default the toy world's colour an
 tasks), each with its images. For every model, a policy over the phrase pool is aligned with the
 model's score (clip_min/prefer.py) and read: the share of each kind of phrase in its descriptions,
 its top phrases per concept, and the reward it gained over the uniform start. The method lives
-in clip_min/prefer.py, the phrase pools in clip_min/phrases.py; this module reads, runs and reports.
+in clip_min/prefer.py, the phrase pools in clip_min/data/phrases.py; this module reads, runs and reports.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ from pathlib import Path
 
 import torch
 
-from .data import DataError
+from ..data.concadia import DataError
 from .evaluate import notes_to_stderr, vision_id
-from .files import atomic_write_text
-from .lora import merge_lora
-from .phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
-from .prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shares, phrase_probabilities, sample
-from .runs import load_model
-from .training import resolve_device
-from .transfer import TransferTask, encode_task, read_task
+from ..files import atomic_write_text
+from ..lora import merge_lora
+from ..data.phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
+from ..prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shares, phrase_probabilities, sample
+from ..train.runs import load_model
+from ..train.loop import resolve_device
+from ..data.transfer import TransferTask, encode_task, read_task
 
 DEFAULTS = PreferConfig()
 TOY_TASKS = ("color", "background")  # the toy world's transfer tasks, in the order they are reported
@@ -51,7 +51,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--task", nargs="+", metavar="PATH",
                    help="transfer task folders whose classes are the concepts; default: the toy world's color and background")
-    p.add_argument("--pool", help=f"phrase-pool file (.tsv: phrase, kind, attribute; see clip_min/phrases.py); "
+    p.add_argument("--pool", help=f"phrase-pool file (.tsv: phrase, kind, attribute; see clip_min/data/phrases.py); "
                                   f"default: TASK/{POOL_FILE}, or the toy pool for the toy world")
     p.add_argument("--split", default="test", help="Food-101 and CIFAR-100 split file (ImageNet folders are the split)")
     p.add_argument("--images-per-concept", type=int, default=50, help="images of each class to reward against (default 50)")
@@ -91,10 +91,10 @@ def read_concepts(args: argparse.Namespace) -> Concepts:
         folders = [Path(f) for f in args.task]
         pool_path = args.pool or next((f / POOL_FILE for f in folders if (f / POOL_FILE).is_file()), None)
         if pool_path is None:
-            raise PoolError(f"no --pool given and no {POOL_FILE} in the task folders; write one (see clip_min/phrases.py)")
+            raise PoolError(f"no --pool given and no {POOL_FILE} in the task folders; write one (see clip_min/data/phrases.py)")
         pool = read_pool(pool_path)
     else:
-        from .pipeline import toy_world
+        from ..train.pipeline import toy_world
 
         with notes_to_stderr():
             world = toy_world()[0]

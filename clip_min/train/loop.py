@@ -1,18 +1,18 @@
 """Fine-tuning CLIP to prefer descriptions (Eq. 1), with IIT-DAS (Eq. 2-4) or both (Eq. 5).
 
 Only the text tower is trained by default, as in the authors' code: every image's features are
-computed once (``clip_min.features``) and each step runs the text tower on the batch's captions
+computed once (``clip_min.train.features``) and each step runs the text tower on the batch's captions
 and descriptions. ``run`` is what ``train.py`` calls; it writes into the run folder:
 
     config.json     the resolved TrainConfig (what eval.py needs to rebuild the model)
     metrics.jsonl   one line per evaluation: validation and test preference accuracy, transfer F1
-    selected.pt     the trained tensors at the step Appendix C selects (``clip_min.selected``)
+    selected.pt     the trained tensors at the step Appendix C selects (``clip_min.train.selected``)
     adapters.pt     LoRA tensors and the rotation (LoRA runs, and any run with a rotation)
     weights.pt      the whole model in OpenAI's format (full fine-tuning and --objective clip)
-    checkpoint.pt   everything needed to resume the run exactly (``clip_min.checkpoint``)
+    checkpoint.pt   everything needed to resume the run exactly (``clip_min.train.checkpoint``)
     summary.json    the numbers of the run, before and after
 
-Under ``torchrun`` several processes share each batch (``clip_min.distributed``); the main one
+Under ``torchrun`` several processes share each batch (``clip_min.train.distributed``); the main one
 evaluates and writes the folder.
 """
 
@@ -35,20 +35,20 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, distributed, selected
-from .data import DataError, Example, read_concadia
+from ..data.concadia import DataError, Example, read_concadia
 from .features import encode_images, encode_now
-from .files import atomic_save, atomic_write_text, content_fingerprint
-from .intervention import interchange_features
-from .lora import apply_lora, lora_state_dict
-from .losses import behavioral_loss, iit_loss, joint_loss, score
-from .metrics import preference_accuracy, transfer_score
-from .model import CLIP
-from .images import load_image, preprocess
-from .rotation import Rotation
+from ..files import atomic_save, atomic_write_text, content_fingerprint
+from ..intervention import interchange_features
+from ..lora import apply_lora, lora_state_dict
+from ..losses import behavioral_loss, iit_loss, joint_loss, score
+from ..metrics import preference_accuracy, transfer_score
+from ..model import CLIP
+from ..images import load_image, preprocess
+from ..rotation import Rotation
 from .selected import SELECTION_A, selection_score
-from .tokenizer import get_tokenizer
-from .transfer import PROMPTS, TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
-from .weights import check_vocabulary, load_clip, save_clip
+from ..tokenizer import get_tokenizer
+from ..data.transfer import PROMPTS, TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
+from ..weights import check_vocabulary, load_clip, save_clip
 
 OBJECTIVES = ("clip", "behavioral", "iit-das", "joint")
 

@@ -12,7 +12,7 @@ evaluation (the model before any update; summary.json's numbers if step 0 was no
 it is not itself a candidate. Runs with the same objective and fine-tuning are seeds of one
 setting; Table 1 gives each setting's mean over seeds with a 95% t interval.
 
-Training does the same as it goes and keeps the selected step's tensors (``clip_min.selected``),
+Training does the same as it goes and keeps the selected step's tensors (``clip_min.train.selected``),
 so what is read here agrees with the model ``eval.py --run`` loads. Selection reads the validation
 accuracy; Table 1 reports the *test* accuracy logged at the selected step, as the paper does, and
 the BLV correlations of the selected model when given the ratings (``--ratings``).
@@ -29,12 +29,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import stats
 
-from . import pipeline
-from .metrics import transfer_score
-from .runs import LoadedRun, RunError, load_run, read_run_config
-from .selected import selection_score
-from .training import TrainConfig, mixed_precision, resolve_device
-from .weights import load_clip
+from ..train import pipeline
+from ..metrics import transfer_score
+from ..train.runs import LoadedRun, RunError, load_run, read_run_config
+from ..train.selected import selection_score
+from ..train.loop import TrainConfig, mixed_precision, resolve_device
+from ..weights import load_clip
 
 # The paper's four settings, in Table 1's order; other objectives follow them.
 SETTINGS = (("behavioral", "full"), ("behavioral", "lora"), ("iit-das", "full"), ("iit-das", "lora"))

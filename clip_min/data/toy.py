@@ -41,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .files import cache_root
+from ..files import cache_root
 
 FORMAT_VERSION = 6  # bump when the files written for the same config change
 CONCADIA_SUBDIR = "concadia"

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .files import atomic_save, cache_root, file_fingerprint
-from .model import CLIP
-from .images import ImageLoadError, load_image, preprocess
+from ..files import atomic_save, cache_root, file_fingerprint
+from ..model import CLIP
+from ..images import ImageLoadError, load_image, preprocess
 
 
 def cache_key(weights_id: str, paths: list[Path], resolution: int) -> str:

@@ -14,7 +14,7 @@ is never a candidate), the tensors being trained are copied and written to ``sel
     rotation    the DAS rotation's state (IIT-DAS and joint runs), else None
 
 The copy also travels in the checkpoint, so a resumed run holds the same best-so-far and selects
-exactly as the run that never stopped. ``clip_min.runs.load_run`` puts it back on the base weights.
+exactly as the run that never stopped. ``clip_min.train.runs.load_run`` puts it back on the base weights.
 Selection reads the validation split only; the test accuracy logged beside it is what is reported.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_save
-from .metrics import trade_off, transfer_score
+from ..files import atomic_save
+from ..metrics import trade_off, transfer_score
 
 NAME = "selected.pt"
 SELECTION_A = 0.9  # Appendix C's a

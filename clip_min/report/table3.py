@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from .attribution import (correlate, decodable, integrated_gradients, mediated_integrated_gradients,
+from ..attribution import (correlate, decodable, integrated_gradients, mediated_integrated_gradients,
                           word_attributions, _load_norms)
-from .data import DataError, Example, read_concadia
-from .images import load_image, preprocess
-from .runs import LoadedRun, load_run
+from ..data.concadia import DataError, Example, read_concadia
+from ..images import load_image, preprocess
+from ..train.runs import LoadedRun, load_run
 from .selection import format_interval, mean_interval, setting_label
-from .tokenizer import tokenize
-from .weights import load_clip
+from ..tokenizer import tokenize
+from ..weights import load_clip
 
 MEDIATIONS = ("none", "through the site", "around it")
 
@@ -156,7 +156,7 @@ def entries_for_runs(folders: list[str], rotation_from: str | None, device: str,
 
 
 def table3_command(args) -> int:
-    from .training import resolve_device
+    from ..train.loop import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
@@ -165,7 +165,7 @@ def table3_command(args) -> int:
     data = args.data or config.get("data")
     toy_norms = None
     if data is None:
-        from .pipeline import toy_world
+        from ..train.pipeline import toy_world
 
         world, _ = toy_world()
         data, toy_norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
@@ -186,7 +186,7 @@ def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int 
 
     The base and the behavioral run of seed s are mediated through the IIT-DAS run of seed s.
     """
-    from .pipeline import toy_world
+    from ..train.pipeline import toy_world
 
     world, _ = toy_world()
     norms = _load_norms(world / "norms" / "glasgow_norms.csv", None)
@@ -205,7 +205,7 @@ def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int 
 
 def add_commands(subparsers) -> None:
     """Add ``table3`` to eval.py's subcommands."""
-    from .runs import add_step_option
+    from ..train.runs import add_step_option
 
     p = subparsers.add_parser("table3", help="Table 3: word attributions against word norms, over seeded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

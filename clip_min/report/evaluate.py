@@ -32,19 +32,19 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from .data import DataError
-from .features import encode_images
-from .files import content_fingerprint
-from .lora import merge_lora, unmerge_lora
-from .losses import clipscore, score
-from .metrics import bootstrap_interval, preference_accuracy
-from .model import CLIP
-from .images import ImageLoadError, load_image
-from .runs import LoadedRun, add_step_option, load_model
-from .tokenizer import get_tokenizer
-from .training import load_split, mixed_precision, resolve_device, split_scores
-from .transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
-from .weights import save_clip, save_hf
+from ..data.concadia import DataError
+from ..train.features import encode_images
+from ..files import content_fingerprint
+from ..lora import merge_lora, unmerge_lora
+from ..losses import clipscore, score
+from ..metrics import bootstrap_interval, preference_accuracy
+from ..model import CLIP
+from ..images import ImageLoadError, load_image
+from ..train.runs import LoadedRun, add_step_option, load_model
+from ..tokenizer import get_tokenizer
+from ..train.loop import load_split, mixed_precision, resolve_device, split_scores
+from ..data.transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
+from ..weights import save_clip, save_hf
 
 CLIPSCORE_PREFIX = "A photo depicts "  # Hessel et al. 2021 prefix every text with it
 
@@ -187,7 +187,7 @@ def concadia_command(args: argparse.Namespace) -> int:
         data = session.loaded.config.get("data")
         images = images or session.loaded.config.get("images")
     if data is None:
-        from .pipeline import toy_world
+        from ..train.pipeline import toy_world
 
         with notes_to_stderr():
             data = toy_world()[0] / "concadia"
@@ -213,7 +213,7 @@ def transfer_command(args: argparse.Namespace) -> int:
     session = open_model(args)
     folders = args.task or session.loaded.config.get("transfer")
     if not folders:
-        from .pipeline import toy_world
+        from ..train.pipeline import toy_world
 
         with notes_to_stderr():
             folders = toy_world()[1]

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from . import selected
-from .lora import apply_lora, load_lora_state_dict
-from .model import CLIP
-from .rotation import Rotation
-from .files import content_fingerprint
-from .weights import WeightsError, check_vocabulary, load_clip
+from ..lora import apply_lora, load_lora_state_dict
+from ..model import CLIP
+from ..rotation import Rotation
+from ..files import content_fingerprint
+from ..weights import WeightsError, check_vocabulary, load_clip
 
 
 class RunError(ValueError):

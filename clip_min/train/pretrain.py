@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data import read_concadia
-from .files import content_fingerprint
-from .losses import contrastive_loss
-from .model import CLIP, CLIPConfig
-from .images import ImageLoadError, load_image, preprocess
-from .tokenizer import tokenize
-from .training import (
+from ..data.concadia import read_concadia
+from ..files import content_fingerprint
+from ..losses import contrastive_loss
+from ..model import CLIP, CLIPConfig
+from ..images import ImageLoadError, load_image, preprocess
+from ..tokenizer import tokenize
+from .loop import (
     PROMPTS,
     TrainConfig,
     defaults,
@@ -38,7 +38,7 @@ from .training import (
     transfer_f1,
     write_json,
 )
-from .weights import load_clip, save_clip
+from ..weights import load_clip, save_clip
 
 # A CLIP small enough to pretrain on two CPU cores in about a minute: 32 x 32 images in 8 x 8
 # patches (16 tokens), a 3-block text tower, and the real tokenizer and vocabulary. Heads follow

@@ -1,0 +1,1 @@
+"""Training: the run configuration, the fine-tuning loop, checkpoints, the selected step, run folders."""
