@@ -40,6 +40,11 @@ def macro_f1(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> flo
     return float(np.mean(scores)) if scores else 0.0
 
 
+def recovery(f1: dict[str, float], base_f1: dict[str, float]) -> dict[str, float]:
+    """Appendix C: model F1 / base CLIP F1, per task (tasks the base scores 0 on are left out)."""
+    return {task: value / base_f1[task] for task, value in f1.items() if base_f1.get(task)}
+
+
 def transfer_score(f1: dict[str, float], base_f1: dict[str, float]) -> float | None:
     """Appendix C: mean over tasks of the recovery, model F1 / base CLIP F1."""
     tasks = [t for t in f1 if base_f1.get(t)]

@@ -20,9 +20,9 @@ from clip_min.report.selection import (
     format_table,
     mean_interval,
     read_run,
-    recovery,
     table_rows,
 )
+from clip_min.metrics import recovery
 
 BASE_F1 = {"food": 0.8, "cifar": 0.5}
 # step: (val accuracy, F1 per task). By hand, with base F1 food 0.8 and cifar 0.5:

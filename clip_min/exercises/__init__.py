@@ -121,7 +121,7 @@ EXERCISES = (
     ),
     Exercise(
         "trade-off", "recovery, transfer score and the trade-off (Appendix C)", "docs/09-evaluation.md",
-        (("clip_min/report/selection.py", "recovery"), ("clip_min/metrics.py", "transfer_score"),
+        (("clip_min/metrics.py", "recovery"), ("clip_min/metrics.py", "transfer_score"),
          ("clip_min/metrics.py", "trade_off")),
         ("tests/test_selection.py::test_recovery_transfer_score_and_trade_off_by_hand",
          "tests/test_selection.py::test_best_step_follows_a"),

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import stats
 
 from ..train import pipeline
-from ..metrics import transfer_score
+from ..metrics import recovery, transfer_score
 from ..train.runs import LoadedRun, RunError, load_run, read_run_config
 from ..train.selected import selection_score
 from ..train.loop import TrainConfig, mixed_precision, resolve_device
@@ -84,11 +84,6 @@ class RunLog:
     def best(self) -> StepScore:
         """Appendix C: the step with the highest trade-off (the earliest of a tie)."""
         return max(self.steps, key=lambda s: (s.trade_off, -s.step))
-
-
-def recovery(f1: dict[str, float], base_f1: dict[str, float]) -> dict[str, float]:
-    """Appendix C: model F1 / base CLIP F1, per task (tasks the base scores 0 on are left out)."""
-    return {task: value / base_f1[task] for task, value in f1.items() if base_f1.get(task)}
 
 
 def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float,
