@@ -7,24 +7,22 @@
     python eval.py export --run runs/latest --format hf --out exported/
 
 With neither --weights nor --run, the model is the toy world's base CLIP. `python eval.py
-COMMAND -h` lists a command's options; clip_min.report.evaluate documents what each one computes.
+COMMAND -h` lists a command's options; each command's module in clip_min/report/ documents what
+it computes.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
+from clip_min.report import attribute, blv, evaluate, export, prefer, score, table1, table3
+from clip_min.train import search
 
-# Modules that add subcommands, each through add_commands(subparsers). selection (model
-# selection) and attribution (integrated gradients) are written alongside this file; until they
-# exist, eval.py runs without their commands instead of failing to start.
-COMMAND_MODULES = ("clip_min.report.evaluate", "clip_min.report.selection", "clip_min.attribution", "clip_min.report.table3",
-                   "clip_min.train.search", "clip_min.report.prefer")
+# The modules that add subcommands, each through add_commands(subparsers), in the order --help lists them.
+COMMAND_MODULES = (evaluate, blv, score, export, table1, attribute, table3, search, prefer)
 # Errors the user can fix: bad paths, data, weights, run folders or option values.
 USER_ERRORS = (ValueError, OSError, ImageLoadError)
 
@@ -32,9 +30,8 @@ USER_ERRORS = (ValueError, OSError, ImageLoadError)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).add_commands(subparsers)
+    for module in COMMAND_MODULES:
+        module.add_commands(subparsers)
     return parser
 
 

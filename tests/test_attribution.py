@@ -10,19 +10,15 @@ from scipy import stats
 from clip_min import attribution
 from clip_min.attribution import (
     DEFAULT_STEPS,
-    NormsError,
-    ansi_line,
-    correlate,
-    format_correlation_table,
-    html_page,
-    html_words,
     integrated_gradients,
     mediated_integrated_gradients,
-    read_brysbaert_concreteness,
-    read_glasgow_norms,
     text_features_from_embeddings,
     word_attributions,
 )
+from clip_min.data.norms import NormsError, read_brysbaert_concreteness, read_glasgow_norms
+from clip_min.report import attribute
+from clip_min.report.correlation import correlate_with_norms, format_correlation_table
+from clip_min.report.html import ansi_line, attribution_page, html_words
 from clip_min.losses import score
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
@@ -165,7 +161,7 @@ def test_terminal_and_html_colours():
     fragment = html_words(words + [("<b>", 0.5)])
     assert "rgba(0, 170, 0, 1.00)" in fragment and "rgba(200, 0, 200, 0.50)" in fragment
     assert "&lt;b&gt;" in fragment
-    page = html_page("t", [fragment])
+    page = attribution_page("t", [fragment])
     assert page.startswith("<!doctype html>") and fragment in page
 
 
@@ -223,19 +219,19 @@ def test_malformed_norms_give_a_one_line_error(tmp_path, reader, text, message):
 def test_correlation_skips_and_counts_words_not_in_the_norms():
     norms = {"red": 6.5, "circle": 6.8, "fair": 3.0, "varga": 1.5}
     words = [("red", 1.0), ("circle", 0.8), (",", 5.0), ("fair", -0.2), ("zyx", 3.0), ("varga", -0.9), ("1", 2.0)]
-    result = correlate(words, norms)
+    result = correlate_with_norms(words, norms)
     assert (result.n, result.missing) == (4, 1)  # "zyx" counted; "," and "1" are not words
     a, r = [1.0, 0.8, -0.2, -0.9], [6.5, 6.8, 3.0, 1.5]
     assert result.pearson == pytest.approx(stats.pearsonr(a, r)[0])
     assert result.spearman == pytest.approx(stats.spearmanr(a, r)[0])
-    assert correlate(words[:2], norms).pearson is None  # too few words for a correlation
+    assert correlate_with_norms(words[:2], norms).pearson is None  # too few words for a correlation
     table = format_correlation_table([("IG", "descriptions", {"imageability": result})], ["imageability"])
     assert f"| IG | descriptions | {result.pearson:+.2f} | {result.spearman:+.2f} | 4 (1) |" in table
 
 
 def run_attribute(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    attribution.add_commands(parser.add_subparsers())
+    attribute.add_commands(parser.add_subparsers())
     args = parser.parse_args(["attribute", *argv])
     return args.func(args)
 

@@ -1,4 +1,4 @@
-"""eval.py and clip_min.report.evaluate: the paper's measurements, on tiny fixtures in each released format.
+"""eval.py and its commands in clip_min/report/: the paper's measurements, on tiny fixtures in each released format.
 
 The numbers are checked against a second computation (by hand, scipy, OpenAI's clip/model.py,
 Hugging Face's CLIPModel); the data readers against files written here in the layout each data
@@ -24,7 +24,9 @@ from PIL import Image
 from scipy import stats
 
 from clip_min.data.concadia import DataError
-from clip_min.report.evaluate import CLIPSCORE_PREFIX, correlate, read_ratings
+from clip_min.data.ratings import read_ratings
+from clip_min.report.correlation import correlate_with_ratings
+from clip_min.report.score import CLIPSCORE_PREFIX
 from clip_min.lora import LoRABranch, apply_lora, lora_state_dict
 from clip_min.metrics import bootstrap_interval, macro_f1
 from clip_min.model import CLIP, CLIPConfig
@@ -243,14 +245,14 @@ def test_correlations_match_scipy(ratings_folder):
     model_scores.pop(keys[4])  # e.g. its image did not decode: it drops out of every cell
     means = [mean_of_numbers(o for o, _ in r) for r in BLV_RATINGS[:4]]
     x = [model_scores[k] for k in keys[:4]]
-    got = correlate(model_scores, ratings.means["overall", "BLV"])
+    got = correlate_with_ratings(model_scores, ratings.means["overall", "BLV"])
     pearson, spearman = stats.pearsonr(x, means), stats.spearmanr(x, means)
     assert got["n"] == 4
     assert got["pearson"] == pytest.approx(pearson.statistic, abs=1e-12)
     assert got["pearson_p"] == pytest.approx(pearson.pvalue, abs=1e-12)
     assert got["spearman"] == pytest.approx(spearman.statistic, abs=1e-12)
     assert got["spearman_p"] == pytest.approx(spearman.pvalue, abs=1e-12)
-    assert math.isnan(correlate(dict(list(model_scores.items())[:2]), ratings.means["overall", "BLV"])["pearson"])
+    assert math.isnan(correlate_with_ratings(dict(list(model_scores.items())[:2]), ratings.means["overall", "BLV"])["pearson"])
 
 
 def test_blv_command_prints_table_2_and_counts_bad_images(ratings_folder, base_weights, capsys):

@@ -150,7 +150,7 @@ def test_rotation_lr_and_iit_samples_shape_the_run(setup, tmp_path, capsys):
 
 
 def test_table3_samples_the_same_texts_each_with_a_word_rated_in_both_norms(setup):
-    from clip_min.attribution import read_glasgow_norms
+    from clip_min.data.norms import read_glasgow_norms
     from clip_min.data.concadia import read_concadia
     from clip_min.report.table3 import sample_texts
 

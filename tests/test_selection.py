@@ -9,19 +9,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from clip_min.report import selection
-
-from clip_min.report import table3
+from clip_min.report import selection, table1, table3
 from clip_min.train.runs import RunError
-from clip_min.report.selection import (
-    PALETTE,
-    figure_training,
-    figure_tradeoff,
-    format_table,
-    mean_interval,
-    read_run,
-    table_rows,
-)
+from clip_min.report.figures import PALETTE, figure_training, figure_tradeoff
+from clip_min.report.selection import format_table, mean_interval, read_run, table_rows
 from clip_min.metrics import recovery
 
 BASE_F1 = {"food": 0.8, "cifar": 0.5}
@@ -137,7 +128,7 @@ def test_figures_are_written(tmp_path):
 
 def run_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    selection.add_commands(parser.add_subparsers())
+    table1.add_commands(parser.add_subparsers())
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -168,7 +159,7 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
         return {}
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(selection.pipeline, "run", fake_run)
+    monkeypatch.setattr(table1.pipeline, "run", fake_run)
     # The fake runs hold no model to attribute; Table 3 is asked for the right runs (tests/test_protocol.py tests it).
     asked = []
     monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds: asked.append((folders, seeds)) or "| table 3 |")

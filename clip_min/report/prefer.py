@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from ..data.concadia import DataError
-from .evaluate import notes_to_stderr, vision_id
 from ..files import atomic_write_text
 from ..lora import merge_lora
 from ..data.phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
@@ -33,6 +32,8 @@ from ..prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shar
 from ..train.runs import load_model
 from ..train.loop import resolve_device
 from ..data.transfer import TransferTask, encode_task, read_task
+from .html import page
+from .session import notes_to_stderr, vision_id
 
 DEFAULTS = PreferConfig()
 TOY_TASKS = ("color", "background")  # the toy world's transfer tasks, in the order they are reported
@@ -276,6 +277,4 @@ def html_page(results: list[dict], concepts: Concepts) -> str:
             parts.append("</table>")
     style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}span{padding:0.1em 0.3em;border-radius:0.2em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:0.2em 0.6em;text-align:left}")
-    title = "Which descriptions does each model prefer?"
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
-            f"<body>\n<h1>{title}</h1>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return page("Which descriptions does each model prefer?", style, parts)

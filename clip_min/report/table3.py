@@ -22,14 +22,16 @@ from pathlib import Path
 
 import torch
 
-from ..attribution import (correlate, decodable, integrated_gradients, mediated_integrated_gradients,
-                          word_attributions, _load_norms)
+from ..attribution import integrated_gradients, mediated_integrated_gradients, word_attributions
 from ..data.concadia import DataError, Example, read_concadia
+from ..data.norms import load_norms
 from ..images import load_image, preprocess
-from ..train.runs import LoadedRun, load_run
-from .selection import format_interval, mean_interval, setting_label
 from ..tokenizer import tokenize
+from ..train.runs import LoadedRun, load_run
 from ..weights import load_clip
+from .attribute import decodable
+from .correlation import correlate_with_norms
+from .selection import format_interval, mean_interval, setting_label
 
 MEDIATIONS = ("none", "through the site", "around it")
 
@@ -96,7 +98,7 @@ def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], nor
                 ig = mediated_integrated_gradients(model, image, tokens, site.R.to(device), site.layer, site.k,
                                                    steps=steps, around=mediation == "around it")
             words += word_attributions(tokens[0].cpu(), ig.attributions[0])
-        result[mediation] = {name: correlate(words, ratings).pearson for name, ratings in norms.items()}
+        result[mediation] = {name: correlate_with_norms(words, ratings).pearson for name, ratings in norms.items()}
     return result
 
 
@@ -169,7 +171,7 @@ def table3_command(args) -> int:
 
         world, _ = toy_world()
         data, toy_norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
-    norms = _load_norms(args.norms or toy_norms, args.concreteness)
+    norms = load_norms(args.norms or toy_norms, args.concreteness)
     if not norms:
         raise ValueError("give --norms (the Glasgow Norms CSV) and --concreteness (Brysbaert et al.'s file)")
     examples, _ = read_concadia(data, args.split, args.images)
@@ -189,7 +191,7 @@ def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int 
     from ..train.pipeline import toy_world
 
     world, _ = toy_world()
-    norms = _load_norms(world / "norms" / "glasgow_norms.csv", None)
+    norms = load_norms(world / "norms" / "glasgow_norms.csv", None)
     examples, _ = read_concadia(world / "concadia", "test")
     picked = sample_texts(examples, norms, n)
     entries = []

@@ -1,0 +1,151 @@
+"""Figures 3 and 4, drawn with PIL alone: each run's accuracy and its Appendix C trade-off over training.
+
+Figure 3 has a panel for the Concadia validation accuracy and one per transfer task, Figure 4
+the trade-off that picks each run's step (clip_min/report/selection.py); a line per run (seed),
+coloured by setting, with a dot at its selected step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .selection import RunLog, setting_label, setting_order
+
+PALETTE = {
+    ("behavioral", "full"): (31, 119, 180),
+    ("behavioral", "lora"): (255, 127, 14),
+    ("iit-das", "full"): (44, 160, 44),
+    ("iit-das", "lora"): (214, 39, 40),
+    ("joint", "full"): (148, 103, 189),
+    ("joint", "lora"): (140, 86, 75),
+}
+OTHER_COLOURS = ((227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def _font(size: int = 13):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high]: steps of 1, 2 or 5 times a power of ten."""
+    raw = (high - low) / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _limits(values: list[float], pad: float = 0.08) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    if high - low < 1e-9:
+        spread = max(abs(high) * 0.05, 0.01)
+        return low - spread, high + spread
+    margin = (high - low) * pad
+    return low - margin, high + margin
+
+
+class Panel:
+    """A plot area on an image: data coordinates to pixels, a frame with ticks, lines and dots."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], xlim, ylim,
+                 title: str, xlabel: str, ylabel: str):
+        self.draw, self.box, self.xlim, self.ylim = draw, box, xlim, ylim
+        left, top, right, bottom = box
+        font, small = _font(14), _font(12)
+        for x in nice_ticks(*xlim):
+            px, _ = self.xy(x, ylim[0])
+            draw.line([(px, bottom), (px, bottom + 4)], fill=(0, 0, 0))
+            draw.line([(px, top + 1), (px, bottom - 1)], fill=(235, 235, 235))
+            draw.text((px, bottom + 6), f"{x:g}", fill=(0, 0, 0), font=small, anchor="mt")
+        for y in nice_ticks(*ylim):
+            _, py = self.xy(xlim[0], y)
+            draw.line([(left - 4, py), (left, py)], fill=(0, 0, 0))
+            draw.line([(left + 1, py), (right - 1, py)], fill=(235, 235, 235))
+            draw.text((left - 6, py), f"{y:g}", fill=(0, 0, 0), font=small, anchor="rm")
+        draw.rectangle(box, outline=(0, 0, 0))  # after the grid lines, so they stay inside
+        draw.text(((left + right) / 2, top - 26), title, fill=(0, 0, 0), font=font, anchor="mb")
+        draw.text((left, top - 8), ylabel, fill=(60, 60, 60), font=small, anchor="lb")
+        draw.text(((left + right) / 2, bottom + 24), xlabel, fill=(60, 60, 60), font=small, anchor="mt")
+
+    def xy(self, x: float, y: float) -> tuple[float, float]:
+        left, top, right, bottom = self.box
+        fx = (x - self.xlim[0]) / (self.xlim[1] - self.xlim[0])
+        fy = (y - self.ylim[0]) / (self.ylim[1] - self.ylim[0])
+        return left + fx * (right - left), bottom - fy * (bottom - top)
+
+    def line(self, xs: list[float], ys: list[float], colour, width: int = 2) -> None:
+        points = [self.xy(x, y) for x, y in zip(xs, ys)]
+        if len(points) > 1:
+            self.draw.line(points, fill=colour, width=width, joint="curve")
+
+    def dot(self, x: float, y: float, colour, radius: int = 5) -> None:
+        px, py = self.xy(x, y)
+        self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour, outline=(255, 255, 255))
+
+
+def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
+    font = _font(13)
+    for i, (label, colour) in enumerate(entries):
+        top = y + 22 * i
+        draw.rectangle([x, top, x + 14, top + 14], fill=colour)
+        draw.text((x + 22, top + 7), label, fill=(0, 0, 0), font=font, anchor="lm")
+
+
+def setting_colours(runs: list[RunLog]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    settings = sorted({run.setting for run in runs}, key=setting_order)
+    others = iter(OTHER_COLOURS * len(settings))
+    return {s: PALETTE.get(s) or next(others) for s in settings}
+
+
+def _over_training(runs: list[RunLog], path: str | Path, panels: list[tuple[str, str, object]], title: str) -> Path:
+    """One panel per (title, y label, value of a StepScore), a line per run over the steps, its selected step dotted."""
+    colours = setting_colours(runs)
+    columns = min(len(panels), 3)
+    grid_rows = math.ceil(len(panels) / columns)
+    image = Image.new("RGB", (70 + 470 * columns + 230, 40 + 440 * grid_rows), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((20, 10), title, fill=(0, 0, 0), font=_font(15))
+    steps = [0] + [s.step for run in runs for s in run.steps]
+    xlim = (0, max(steps) * 1.02 or 1)
+    for index, (panel_title, ylabel, value) in enumerate(panels):
+        series = [[(s.step, value(s)) for s in [run.base] + run.steps if value(s) is not None] for run in runs]
+        ys = [100 * y for points in series for _, y in points] or [0.0, 100.0]
+        left, top = 70 + (index % columns) * 470, 100 + (index // columns) * 440
+        panel = Panel(draw, (left, top, left + 400, top + 300), xlim, _limits(ys), panel_title, "training step", ylabel)
+        for run, points in zip(runs, series):
+            panel.line([x for x, _ in points], [100 * y for _, y in points], colours[run.setting])
+            best = run.best
+            if value(best) is not None:
+                panel.dot(best.step, 100 * value(best), colours[run.setting], radius=5)
+    legend_x = 70 + 470 * columns
+    _legend(draw, legend_x, 100, [(setting_label(s), c) for s, c in colours.items()])
+    draw.text((legend_x, 100 + 22 * len(colours) + 10), "a line per run (seed)\ndot: its selected step",
+              fill=(60, 60, 60), font=_font(12))
+    return _save(image, path)
+
+
+def figure_training(runs: list[RunLog], path: str | Path) -> Path:
+    """Figure 3: Concadia validation accuracy and each transfer task's macro-F1 over training, a line per run."""
+    tasks = list(dict.fromkeys(task for run in runs for s in run.steps for task in s.f1))
+    panels = [("Concadia Desc>Cap (validation)", "accuracy (%)", lambda s: s.accuracy)]
+    panels += [(task, "macro-F1 (%)", lambda s, task=task: s.f1.get(task)) for task in tasks]
+    return _over_training(runs, path, panels, "Figure 3: accuracy over training")
+
+
+def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
+    """Figure 4: each run's Appendix C trade-off over the steps, with its selected (highest) point."""
+    panels = [("a * accuracy + (1 - a) * transfer score", "trade-off (x 100)", lambda s: s.trade_off)]
+    return _over_training(runs, path, panels, "Figure 4: the trade-off that selects each run's step")
+
+
+def _save(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path

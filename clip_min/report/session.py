@@ -1,0 +1,98 @@
+"""The model an eval.py command measures: the options that choose it, loading it, and its text features.
+
+Each command takes the model options (``--weights``, ``--run``, ``--step``, ``--device``,
+``--amp``) and prints its result on stdout, one line or a table (``--json`` for JSON); notes on
+what was skipped or loaded go to stderr. Errors the user can fix raise ValueError (or its
+subclasses DataError, RunError, WeightsError) with a one-line message that eval.py prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from ..files import content_fingerprint
+from ..model import CLIP
+from ..tokenizer import get_tokenizer
+from ..train.loop import mixed_precision, resolve_device
+from ..train.runs import LoadedRun, add_step_option, load_model
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options every command shares: which model, on which device, in which precision."""
+    p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
+    p.add_argument("--run", help="a train.py run folder: its base weights with its adapters, or its weights.pt")
+    add_step_option(p)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast (auto: bf16/fp16 on CUDA, off on CPU)")
+
+
+@dataclass
+class Session:
+    """A loaded model and how to run it."""
+
+    loaded: LoadedRun
+    device: str
+    autocast: object  # a context-manager factory: nullcontext or a partial torch.autocast
+    vision_id: str  # identity of the vision tower's weights, the key of cached image features
+
+    @property
+    def model(self) -> CLIP:
+        return self.loaded.model
+
+
+def open_model(args: argparse.Namespace) -> Session:
+    if args.weights is not None and args.run is not None:
+        raise ValueError("give --weights or --run, not both: a run folder names its own base weights")
+    device = resolve_device(args.device)
+    autocast, _ = mixed_precision(args.amp, device)
+    with notes_to_stderr():
+        loaded = load_model(args.weights, args.run, device, args.step)
+    return Session(loaded, device, autocast, vision_id(loaded))
+
+
+def notes_to_stderr():
+    """Route the package's progress notes to stderr, so that stdout holds only the result."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+def vision_id(loaded: LoadedRun) -> str:
+    """Fingerprint of the weights the vision tower came from.
+
+    A LoRA run on the text tower leaves the vision tower as it was, so its image features are
+    the base model's and the cache built for the base serves it too.
+    """
+    config = loaded.config
+    base = config.get("weights")
+    if "finetune" not in config:  # plain weights, not a run
+        return content_fingerprint(base)
+    vision_frozen = config["finetune"] == "lora" and config.get("towers", "text") == "text" and config.get("objective") != "clip"
+    if vision_frozen:
+        return content_fingerprint(base)
+    parts = [content_fingerprint(base)] if base else []
+    own = ["selected.pt"] if isinstance(loaded.step, int) else ["weights.pt", "adapters.pt"]
+    parts += [content_fingerprint(loaded.folder / name) for name in own if (loaded.folder / name).is_file()]
+    return "|".join(parts)
+
+
+@torch.no_grad()
+def text_features(session: Session, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Text features (N, embed_dim), float32 on the CPU; texts past the context are cut, with a note."""
+    context = session.model.config.context_length
+    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, context)  # (N, context)
+    if cut:
+        print(f"{cut} of {len(texts)} texts are longer than {context} tokens and were cut", file=sys.stderr)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        with session.autocast():
+            out.append(session.model.encode_text(tokens[start : start + batch_size].to(session.device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, session.model.config.embed_dim)
+
+
+def print_json(obj: dict) -> None:
+    print(json.dumps(obj, indent=2))
