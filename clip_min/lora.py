@@ -1,8 +1,8 @@
-"""LoRA (Hu et al. 2021): train a low-rank update beside each frozen weight.
+r"""LoRA (Hu et al. 2021): train a low-rank update beside each frozen weight.
 
 A frozen weight W (out x in) gets a learned update of rank r,
 
-    h = W x + b + \\frac{\\alpha}{r} B A \\, \\mathrm{dropout}(x),    A \\in R^{r x in},  B \\in R^{out x r},
+    h = W x + b + \frac{\alpha}{r} B A \, \mathrm{dropout}(x),    A \in R^{r x in},  B \in R^{out x r},
 
 with A drawn like a linear layer's weight and B = 0, so that at step 0 the model is the
 pretrained one (names and initialisation as in microsoft/LoRA's loralib). The paper updates
@@ -80,7 +80,7 @@ class LoRABranch(nn.Module):
         return F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
-        """\\Delta W = (alpha / r) B A, shaped like the frozen weight (out x in)."""
+        r"""\Delta W = (alpha / r) B A, shaped like the frozen weight (out x in)."""
         return (self.lora_B @ self.lora_A) * self.scaling
 
 

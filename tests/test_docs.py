@@ -205,3 +205,45 @@ def test_every_equation_has_a_section_code_and_tests(n):
     if named_so:
         assert any(numbered.search(t) for t in tests), \
             f"the Eq. {n} section links tests {tests}, none named after Eq. {n} (e.g. {named_so[0]})"
+
+
+def package_map() -> dict[str, list[str]]:
+    """docs/README.md's map of the package: folder -> the .py files named under it, in the fenced block of "The package".
+
+    A line at the left margin names a folder; an indented line names files, then after two or more
+    spaces says what they hold.
+    """
+    text = (DOCS / "README.md").read_text(encoding="utf-8")
+    section = next(text[start:end] for title, start, end in sections(text) if title == "The package")
+    block = FENCE.search(section).group(0)
+    folders: dict[str, list[str]] = {}
+    folder = None
+    for line in block.splitlines()[1:-1]:
+        if not line.startswith(" "):
+            folder = line.split()[0]
+            folders[folder] = []
+        else:
+            names = re.split(r"\s{2,}", line.strip())[0]  # the file names, before the gap to the description
+            folders[folder] += [word for word in names.split() if word.endswith(".py")]
+    return folders
+
+
+def test_the_package_map_names_every_module_and_only_those():
+    folders = package_map()
+    for folder, files in folders.items():
+        assert (ROOT / folder).is_dir(), f"docs/README.md's package map names {folder}, which is not there"
+        for name in files:
+            assert (ROOT / folder / name).is_file(), f"docs/README.md's package map names {folder}{name}, which is not there"
+    for folder in ("clip_min/", "clip_min/train/", "clip_min/data/", "clip_min/report/"):
+        modules = {p.name for p in (ROOT / folder).glob("*.py") if p.name != "__init__.py"}
+        missing = sorted(modules - set(folders.get(folder, [])))
+        assert not missing, f"docs/README.md's package map leaves out {folder}: {', '.join(missing)}"
+
+
+def test_file_paths_in_the_readme_exist():
+    """README.md names files without links (`clip_min/data/phrases.py`); each must still be there."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:clip_min|tests|bench|docs)/[\w./-]*\w\.(?:py|md))\b", text))
+    assert named, "README.md names no file: has the pattern gone stale?"
+    missing = sorted(path for path in named if not (ROOT / path).is_file())
+    assert not missing, f"README.md names files that are not there: {missing}"
