@@ -64,7 +64,7 @@ from .train.pipeline import toy_world
 from .images import ImageLoadError, load_image, preprocess
 from .train.runs import add_step_option, load_model
 from .tokenizer import EOT, SOT, get_tokenizer, tokenize
-from .train.loop import mixed_precision, resolve_device
+from .train.device import mixed_precision, resolve_device
 
 # Points of the IG integral. On the trained toy IIT-DAS run the worst of 80 texts missed
 # completeness by 13.3% at 64 points of the path, 3.0% at 128 and 0.74% at 256.

@@ -42,7 +42,8 @@ from ..model import CLIP
 from ..images import ImageLoadError, load_image
 from ..train.runs import LoadedRun, add_step_option, load_model
 from ..tokenizer import get_tokenizer
-from ..train.loop import load_split, mixed_precision, resolve_device, split_scores
+from ..train.device import mixed_precision, resolve_device
+from ..train.evaluation import load_split, split_scores
 from ..data.transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
 from ..weights import save_clip, save_hf
 

@@ -33,7 +33,8 @@ from ..train import pipeline
 from ..metrics import transfer_score
 from ..train.runs import LoadedRun, RunError, load_run, read_run_config
 from ..train.selected import selection_score
-from ..train.loop import TrainConfig, mixed_precision, resolve_device
+from ..train.config import TrainConfig
+from ..train.device import mixed_precision, resolve_device
 from ..weights import load_clip
 
 # The paper's four settings, in Table 1's order; other objectives follow them.
