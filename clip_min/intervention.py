@@ -59,11 +59,11 @@ def interchange_features(
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
+    # site (2B, width): the states at the site, h_b of the bases in rows :B, h_s of their sources in rows B:.
     site, finish = _run_to_site_and_back(model, torch.cat([base_tokens, source_tokens]), layer)
-    h_b, h_s = site[:n], site[n:]  # (B, width) each: the site's states of the bases and of their sources
     R = rotation.R  # read once: the parametrization recomputes R on every access
     # Row i < B: base i with Y from source i; row B + i: source i with Y from base i.
-    swapped = torch.cat([interchange(h_b, h_s, R, k), interchange(h_s, h_b, R, k)])  # (2B, width)
+    swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
     plain, patched = finish(swapped)  # (2B, embed_dim) each: the texts as they are, and with their sites swapped
     return plain[:n], plain[n:], patched[:n], patched[n:]
 

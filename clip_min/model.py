@@ -30,12 +30,9 @@ def length_groups(tokens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tenso
     see bench/speed.py). A smaller batch is one group. ``torch.cat`` of the groups' outputs, indexed
     by the returned ``inverse`` (N,), is in the input's order.
     """
-    n = tokens.shape[0]
-    if n < SORTED_HALVES_FROM:
-        rows = torch.arange(n, device=tokens.device)
-        return [rows], rows
     order = tokens.argmax(dim=-1).argsort()  # shortest first: the end-of-text id is the largest
-    return list(order.chunk(2)), order.argsort()
+    groups = list(order.chunk(2)) if tokens.shape[0] >= SORTED_HALVES_FROM else [order]
+    return groups, order.argsort()
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
             step = progress.step + 1
             rows = run.order.next()  # the global batch, the same in every process
             run.optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(run, rows)
+            loss = batch_loss(run, rows)  # step_loss on this process's share of the batch
             if loss.requires_grad:  # a process whose share of a short last batch is empty has nothing to do
                 (loss if run.scaler is None else run.scaler.scale(loss)).backward()
             loss = distributed.sum_gradients(run.params, loss).item()
