@@ -5,7 +5,7 @@
     python train.py --resume runs/latest                        # go on from the checkpoint, as configured
     torchrun --nproc_per_node=8 train.py ...                    # 8 processes share each batch
 
-Every flag is a field of clip_min.train.loop.TrainConfig; unset ones take its defaults (the
+Every flag is a field of clip_min.train.config.TrainConfig; unset ones take its defaults (the
 paper's). With --resume, unset ones take the run's saved configuration instead.
 """
 
@@ -21,7 +21,7 @@ from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
 from clip_min.train.runs import read_run_config
 from clip_min.data.toy import toy_world_dir
-from clip_min.train.loop import TrainConfig
+from clip_min.train.config import TrainConfig
 from clip_min.weights import WeightsError
 
 
@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="go on with the run in DIR from its checkpoint, with its saved configuration; "
                         "flags given must agree with it, except how long, how often and on which device")
     given = vars(p.parse_args(argv))
+    if given.get("objective") == "clip":
+        given.setdefault("finetune", "full")  # pretraining trains every weight; --finetune lora is refused
     if "transfer" in given:
         given["transfer"] = tuple(given["transfer"])
     if given.get("resume"):

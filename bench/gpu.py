@@ -55,6 +55,9 @@ sys.path.insert(0, str(REPO / "bench"))
 import speed  # noqa: E402  (bench/speed.py: OpenAI's reference model by file path)
 import train_step  # noqa: E402  (bench/train_step.py: the HF + peft step and Concadia-like texts)
 from clip_min.train import loop as training  # noqa: E402
+from clip_min.train.config import PAPER_DEFAULTS, TrainConfig  # noqa: E402
+from clip_min.train.device import mixed_precision  # noqa: E402
+from clip_min.train.evaluation import Split, split_accuracy  # noqa: E402
 from clip_min.train.checkpoint import BatchOrder  # noqa: E402
 from clip_min.files import atomic_write_text  # noqa: E402
 from clip_min.losses import behavioral_loss, score  # noqa: E402
@@ -102,7 +105,9 @@ class Sizes:
     # forward and backward as inductor does but skips its C++ code generation (a minute on a small CPU)
 
 
-FULL = Sizes(CLIPConfig(), rank=64, iit_rank=128, layer=10, k=256, pool=1200, warmup=5, blocks=10, per_block=10,
+FULL = Sizes(CLIPConfig(), rank=PAPER_DEFAULTS[("behavioral", "lora")]["lora_rank"],
+             iit_rank=PAPER_DEFAULTS[("iit-das", "lora")]["lora_rank"], layer=PAPER_DEFAULTS["all"]["layer"],
+             k=PAPER_DEFAULTS["all"]["intervention_size"], pool=1200, warmup=5, blocks=10, per_block=10,
              curve_steps=200, curve_tail=20, image_batch=256, text_batch=256, encode_calls=10,
              val_images=PAPER["val_images"])
 SMALL = Sizes(CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
@@ -214,7 +219,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device)
     rank = s.rank if v.objective == "behavioral" else s.iit_rank
-    config = training.TrainConfig(objective=v.objective, lora_rank=rank, lora_alpha=float(rank), layer=s.layer,
+    config = TrainConfig(objective=v.objective, lora_rank=rank, lora_alpha=float(rank), layer=s.layer,
                                   intervention_size=s.k, lr=1e-4, amp=v.amp, device=device)
     params = training.trainable_parameters(model, config)
     rotation = None
@@ -224,7 +229,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     names = {p: name for name, p in model.named_parameters()}
     # fused=None is torch's default: foreach kernels on CUDA, a loop over tensors on the CPU.
     optimizer = torch.optim.Adam(params, lr=config.lr, fused=True if v.fused else None)
-    autocast, _ = training.mixed_precision(v.amp, device)
+    autocast, _ = mixed_precision(v.amp, device)
     model.train()
 
     def bucketed_loss(image, descriptions, captions, length: int) -> torch.Tensor:
@@ -295,7 +300,7 @@ def measure_steps(s: Sizes, device: str, rows: list[Variant], results: dict) -> 
 def measure_hf(s: Sizes, device: str, results: dict) -> None:
     for name, amp in HF_ROWS.items():
         reset_memory(device)
-        autocast, _ = training.mixed_precision(amp, device)
+        autocast, _ = mixed_precision(amp, device)
         torch.manual_seed(0)
         step = train_step.hf_peft_step(s.shape, s.rank, device, autocast)
         results[name] = {**time_calls(step, device, s.warmup, s.blocks, s.per_block), "peak_mb": peak_mb(device), "amp": amp}
@@ -323,7 +328,7 @@ def measure_encoders(s: Sizes, device: str) -> dict:
     rows = {}
     with torch.no_grad():
         for dtype in ("fp16", "bf16"):
-            autocast, _ = training.mixed_precision(dtype, device)
+            autocast, _ = mixed_precision(dtype, device)
             for tower, x in inputs.items():
                 for who, model, context in (("ours", ours, autocast), ("OpenAI", openai, autocast),
                                             ("OpenAI fp16 weights", openai_half, nullcontext)):
@@ -360,7 +365,7 @@ def measure_amp(s: Sizes, device: str) -> dict:
         des, cap = reference["text"].chunk(2)
         loss_fp32 = behavioral_loss(score(image, cap, model.logit_scale), score(image, des, model.logit_scale)).item()
         for dtype in ("bf16", "fp16"):
-            autocast, _ = training.mixed_precision(dtype, device)
+            autocast, _ = mixed_precision(dtype, device)
             with autocast():
                 features = {"text": model.encode_text(texts).float(), "image": model.encode_image(pixels).float()}
             des, cap = features["text"].chunk(2)
@@ -381,10 +386,10 @@ def loss_curve(s: Sizes, device: str, pool: Pool, amp: str) -> dict:
     """Losses of `curve_steps` behavioral LoRA steps from the same weights on the same batches."""
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device)
-    config = training.TrainConfig(objective="behavioral", lora_rank=s.rank, lora_alpha=float(s.rank), lr=1e-4, amp=amp)
+    config = TrainConfig(objective="behavioral", lora_rank=s.rank, lora_alpha=float(s.rank), lr=1e-4, amp=amp)
     params = training.trainable_parameters(model, config)
     optimizer = torch.optim.Adam(params, lr=config.lr)
-    autocast, scaler = training.mixed_precision(amp, device)
+    autocast, scaler = mixed_precision(amp, device)
     model.train()
     losses, skipped = [], 0
     for i in range(s.curve_steps):
@@ -406,27 +411,27 @@ def loss_curve(s: Sizes, device: str, pool: Pool, amp: str) -> dict:
 
 
 def measure_evaluation(s: Sizes, device: str) -> dict:
-    """Seconds of one validation evaluation (training.split_accuracy) on `val_images` images, bf16."""
+    """Seconds of one validation evaluation (split_accuracy) on `val_images` images, bf16."""
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device).eval()
-    config = training.TrainConfig(lora_rank=s.rank, lora_alpha=float(s.rank))
+    config = TrainConfig(lora_rank=s.rank, lora_alpha=float(s.rank))
     training.trainable_parameters(model, config)  # the adapters, as in a LoRA run
     pool = Pool(s.val_images, s.shape.embed_dim, seed=4)
     # split_scores reads only the number of examples, the image features and the token ids.
-    split = training.Split([None] * s.val_images, pool.image, pool.descriptions, pool.captions)
-    autocast, _ = training.mixed_precision("bf16", device)
-    training.split_accuracy(model, replace_rows(split, 512), device, autocast)  # warm-up
+    split = Split([None] * s.val_images, pool.image, pool.descriptions, pool.captions)
+    autocast, _ = mixed_precision("bf16", device)
+    split_accuracy(model, replace_rows(split, 512), device, autocast)  # warm-up
     sync(device)
     start = time.perf_counter()
-    training.split_accuracy(model, split, device, autocast)
+    split_accuracy(model, split, device, autocast)
     sync(device)
     seconds = time.perf_counter() - start
     progress(f"evaluation: {seconds:.2f} s for {s.val_images} images")
     return {"seconds": seconds, "images": s.val_images, "seconds_per_image": seconds / s.val_images}
 
 
-def replace_rows(split: "training.Split", n: int) -> "training.Split":
-    return training.Split(split.examples[:n], split.image_features[:n], split.descriptions[:n], split.captions[:n])
+def replace_rows(split: Split, n: int) -> Split:
+    return Split(split.examples[:n], split.image_features[:n], split.descriptions[:n], split.captions[:n])
 
 
 def project(step_ms: float, eval_s_per_image: float) -> dict:

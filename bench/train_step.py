@@ -36,10 +36,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from clip_min.train.config import PAPER_DEFAULTS  # noqa: E402
 
 BATCH = 12  # images per step (Appendix B), so 12 captions and 12 descriptions
-RANK = 64  # LoRA rank of the behavioral runs (Appendix B); kept for IIT-DAS too so only the objective differs
-LAYER, SIZE = 10, 256  # DAS site and intervention size (Appendix B)
+# LoRA rank of the behavioral runs (Appendix B); kept for IIT-DAS too so only the objective differs.
+RANK = PAPER_DEFAULTS[("behavioral", "lora")]["lora_rank"]
+LAYER, SIZE = PAPER_DEFAULTS["all"]["layer"], PAPER_DEFAULTS["all"]["intervention_size"]  # DAS site and k (Appendix B)
 WARMUP, STEPS = 2, 10  # untimed steps, then timed steps (the median is reported)
 # One thread per process by default: on a machine shared with other jobs, OpenMP threads spin
 # at every barrier while a sibling waits for a core, which made two-thread steps 5-10x slower

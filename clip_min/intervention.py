@@ -19,26 +19,10 @@ shared prefix (blocks 0..layer) once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from clip_min.model import CLIP
+from clip_min.model import CLIP, length_groups
 from clip_min.rotation import Rotation
-
-
-@dataclass(frozen=True)
-class InterventionConfig:
-    """Where the DAS intervention happens. Appendix B: layer 10, size 256 (grids {6, 8, 10} x {32, .., 256})."""
-
-    layer: int = 10  # 0-based text block whose output is intervened on, at the end-of-text token
-    size: int = 256  # k, how many rotated coordinates take the source's values
-
-    def __post_init__(self):
-        if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
-        if self.size < 0:
-            raise ValueError(f"size must be >= 0, got {self.size}")
 
 
 def interchange(h_base: torch.Tensor, h_source: torch.Tensor, R: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,29 +54,41 @@ def interchange_features(
 
     Each is (B, embed_dim). Blocks 0..layer run once on every text, the remaining blocks once on
     each text and once on its patched copy. The two unpatched outputs equal ``model.encode_text``
-    of each. As in ``CLIP.encode_text``, 8 or more texts run as two halves sorted by length,
-    each cut to its own longest text; only the site's vector crosses between halves.
+    of each. The texts run in the groups of :func:`~clip_min.model.length_groups`, as in
+    ``CLIP.encode_text``; only the site's vector crosses between groups.
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
-    tokens = torch.cat([base_tokens, source_tokens])  # (2B, context): bases, then their sources
-    order = tokens.argmax(dim=-1).argsort()  # shortest first
-    groups = order.chunk(2) if tokens.shape[0] >= 8 else (order,)
-    runs = [_run_to_site(model, tokens[rows], layer) for rows in groups]  # [(h (b, L_g, width), eot (b,))]
-    inverse = order.argsort()  # sorted position of each input row
-    site = torch.cat([_at_end_token(h, eot) for h, eot in runs])[inverse]  # (2B, width), input order
+    # site (2B, width): the states at the site, h_b of the bases in rows :B, h_s of their sources in rows B:.
+    site, finish = _run_to_site_and_back(model, torch.cat([base_tokens, source_tokens]), layer)
     R = rotation.R  # read once: the parametrization recomputes R on every access
-    # Row i < B: base i given source i's subspace; row B + i: source i given base i's.
-    swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])
-    plain, patched = [], []
-    for rows, (h, eot) in zip(groups, runs):
-        h_patched = h.index_put((torch.arange(len(rows), device=h.device), eot), swapped[rows])
-        # [texts, patched texts]: (2b, L_g, width) -> (2b, embed_dim)
-        out = _finish(model, torch.cat([h, h_patched]), eot.repeat(2), layer)
-        plain.append(out[: len(rows)])
-        patched.append(out[len(rows) :])
-    plain, patched = torch.cat(plain)[inverse], torch.cat(patched)[inverse]  # (2B, embed_dim) each
+    # Row i < B: base i with Y from source i; row B + i: source i with Y from base i.
+    swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
+    plain, patched = finish(swapped)  # (2B, embed_dim) each: the texts as they are, and with their sites swapped
     return plain[:n], plain[n:], patched[:n], patched[n:]
+
+
+def _run_to_site_and_back(model: CLIP, tokens: torch.Tensor, layer: int):
+    """Run texts (N, context) to the site: their states there (N, width), and ``finish``.
+
+    ``finish(new_site)`` runs the rest of the tower twice, on the texts as they are and with each
+    site state replaced by ``new_site`` (N, width), giving two (N, embed_dim) features.
+    """
+    groups, inverse = length_groups(tokens)
+    runs = [_run_to_site(model, tokens[rows], layer) for rows in groups]  # [(h (b, L_g, width), eot (b,))]
+    site = torch.cat([_at_end_token(h, eot) for h, eot in runs])[inverse]  # (N, width), input order
+
+    def finish(new_site: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        plain, patched = [], []
+        for rows, (h, eot) in zip(groups, runs):
+            h_patched = h.index_put((torch.arange(len(rows), device=h.device), eot), new_site[rows])
+            # [texts, patched texts]: (2b, L_g, width) -> (2b, embed_dim)
+            out = _finish(model, torch.cat([h, h_patched]), eot.repeat(2), layer)
+            plain.append(out[: len(rows)])
+            patched.append(out[len(rows) :])
+        return torch.cat(plain)[inverse], torch.cat(patched)[inverse]
+
+    return site, finish
 
 
 def _run_to_site(model: CLIP, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,9 +35,9 @@ TOWERS = ("text", "both")
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    """Where LoRA goes and how big it is. Appendix B: rank 64 (behavioral) or 128 (IIT-DAS), dropout 0."""
+    """Where LoRA goes and how big it is (the paper's choices are clip_min.train.config's defaults)."""
 
-    rank: int = 64  # r, the rank of B A
+    rank: int  # r, the rank of B A
     alpha: float | None = None  # the update is scaled by alpha / r; None means alpha = r, as in the authors' peft config
     dropout: float = 0.0  # dropout on the input of the LoRA branch only; the frozen path never drops
     targets: str = "attn"  # "qv": q and v; "attn": q, k, v and out_proj; "all-linear": attn plus the MLP's c_fc and c_proj

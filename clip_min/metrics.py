@@ -53,6 +53,6 @@ def transfer_score(f1: dict[str, float], base_f1: dict[str, float]) -> float | N
     return float(np.mean([f1[t] / base_f1[t] for t in tasks]))
 
 
-def trade_off(accuracy: float, transfer: float, a: float = 0.9) -> float:
+def trade_off(accuracy: float, transfer: float, a: float) -> float:
     """Appendix C model selection: a * Concadia accuracy + (1 - a) * transfer score."""
     return a * accuracy + (1 - a) * transfer

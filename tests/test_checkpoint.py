@@ -5,7 +5,7 @@ that each takes seconds on a CPU; the killed run and the two-process run are sub
 """
 
 import json
-import os
+import math
 import random
 import shutil
 import signal
@@ -18,11 +18,12 @@ import pytest
 import torch
 
 import train
-from clip_min.train import checkpoint
+from clip_min.train import checkpoint, loop
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
 from clip_min.data.toy import make_toy_world
-from clip_min.train.loop import TrainConfig, stop_if_not_finite
+from clip_min.train.config import TrainConfig
+from clip_min.train.loop import stop_if_not_finite
 from clip_min.weights import save_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,15 +95,42 @@ def last_error_line(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
+# train.py in a process that SIGKILLs itself right after the evaluation of step sys.argv[1], as a
+# crash would: the fault comes from outside the library, by replacing the loop's evaluate.
+KILLED_AFTER_EVALUATING = """
+import os, signal, sys
+import train
+from clip_min.train import loop
+step_to_die, evaluate = int(sys.argv[1]), loop.evaluate
+def evaluate_then_die(run, step):
+    evaluate(run, step)
+    if step == step_to_die:
+        os.kill(os.getpid(), signal.SIGKILL)
+loop.evaluate = evaluate_then_die
+sys.exit(train.main(sys.argv[2:]))
+"""
+
+
+def nan_loss_at(monkeypatch, bad_step: int) -> None:
+    """Make the loss of the bad_step-th step NaN, as a diverging run would, by wrapping the loop's step_loss."""
+    calls, step_loss = [0], loop.step_loss
+
+    def poisoned(*args, **kwargs):
+        calls[0] += 1
+        loss = step_loss(*args, **kwargs)
+        return loss * math.nan if calls[0] == bad_step else loss
+
+    monkeypatch.setattr(loop, "step_loss", poisoned)
+
+
 def test_a_killed_run_resumes_to_the_adapters_and_metrics_of_a_run_never_stopped(setup, tmp_path):
     # Killed at the end of step 3: the checkpoint is step 2's, but step 3's evaluation is already
     # in metrics.jsonl. LoRA dropout makes the result depend on the random generators too.
     options = dict(max_steps=5, eval_every=3, checkpoint_every=2, lora_dropout=0.1)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert train.main(flags(setup, whole, **options)) == 0
-    proc = subprocess.run([sys.executable, "train.py", *flags(setup, killed, **options)], cwd=REPO,
-                          env={**os.environ, "CLIP_MIN_KILL_AT_STEP": "3"},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_EVALUATING, "3", *flags(setup, killed, **options)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [r["step"] for r in metrics(killed)] == [0, 3]
     assert not (killed / "summary.json").exists()
@@ -171,7 +199,7 @@ def test_a_resume_may_train_longer(setup, finished, tmp_path):
 
 
 def test_a_nan_loss_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(setup, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CLIP_MIN_INJECT_NAN_AT_STEP", "3")
+    nan_loss_at(monkeypatch, 3)
     out = tmp_path / "run"
     assert train.main(flags(setup, out, max_steps=4, checkpoint_every=2)) == 2
     assert last_error_line(capsys) == (f"train.py: error: step 3: the joint loss (Eq. 5) is nan; stopped; the checkpoint "
@@ -183,7 +211,7 @@ def test_a_nan_loss_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(setu
 
 
 def test_fp16_counts_a_skipped_step_and_goes_on(setup, tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIP_MIN_INJECT_NAN_AT_STEP", "2")
+    nan_loss_at(monkeypatch, 2)
     out = tmp_path / "run"
     assert train.main(flags(setup, out, max_steps=3, amp="fp16")) == 0
     assert [(r["step"], r["skipped_steps"]) for r in metrics(out)] == [(0, 0), (2, 1), (3, 1)]

@@ -33,7 +33,7 @@ from clip_min.model import CLIP, CLIPConfig
 from clip_min.images import load_image, preprocess
 from clip_min.train.runs import load_run
 from clip_min.tokenizer import tokenize
-from clip_min.train.loop import TrainConfig
+from clip_min.train.config import TrainConfig
 from clip_min.data.transfer import encode_task, read_task, zero_shot_f1
 from clip_min.weights import load_clip, save_clip
 
@@ -99,7 +99,7 @@ def base_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lora_run(base_weights, tmp_path_factory) -> Path:
-    """A run folder as training.save_run writes it, with random (non-zero) LoRA B on both towers."""
+    """A run folder as clip_min.train.folder.save_run writes it, with random (non-zero) LoRA B on both towers."""
     config = TrainConfig(lora_rank=4, lora_alpha=8.0, lora_targets="all-linear", towers="both")
     model = load_clip(base_weights)
     apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets, config.towers)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from clip_min.intervention import InterventionConfig, dii, interchange, interchange_features
+from clip_min.intervention import dii, interchange, interchange_features
 from clip_min.lora import LoRABranch, apply_lora
 from clip_min.losses import iit_loss, score
 from clip_min.model import CLIP
@@ -231,8 +231,3 @@ def test_eq4_bad_rotation_or_pairs():
     with pytest.raises(ValueError, match="k must be in"):
         interchange(torch.randn(WIDTH), torch.randn(WIDTH), torch.eye(WIDTH), WIDTH + 1)
 
-
-def test_intervention_config_defaults_are_the_papers():
-    assert InterventionConfig() == InterventionConfig(layer=10, size=256)
-    with pytest.raises(ValueError, match="size"):
-        InterventionConfig(size=-1)

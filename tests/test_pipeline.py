@@ -10,7 +10,9 @@ from clip_min.model import CLIPConfig
 from clip_min.train.pretrain import pretrain
 from clip_min.train.runs import load_run
 from clip_min.data.toy import make_toy_world
-from clip_min.train.loop import TrainConfig, finetune, split_accuracy
+from clip_min.train.config import TrainConfig
+from clip_min.train.evaluation import split_accuracy
+from clip_min.train.loop import finetune
 
 TINY = CLIPConfig(embed_dim=16, image_resolution=16, vision_patch_size=8, vision_width=64, vision_layers=1,
                   vision_heads=1, text_width=64, text_layers=2, text_heads=1)
@@ -63,7 +65,8 @@ def test_toy_pipeline_end_to_end(world, base, tmp_path, objective, method):
     assert steps == [0, 2, 4]
     # The saved run reloads, at its last and at its selected step, into models that score the test
     # split as the run reported.
-    from clip_min.train.loop import load_split, mixed_precision
+    from clip_min.train.device import mixed_precision
+    from clip_min.train.evaluation import load_split
     from clip_min.files import file_fingerprint
 
     autocast, _ = mixed_precision("off", "cpu")

@@ -27,7 +27,8 @@ from PIL import Image
 import eval as eval_script
 import train
 from clip_min.train import checkpoint
-from clip_min.train import loop as training
+from clip_min.train import loop
+from clip_min.train.evaluation import load_split
 from clip_min.data.concadia import DataError, read_concadia
 from clip_min.train.features import encode_images, encode_now
 from clip_min.model import CLIP, CLIPConfig
@@ -221,13 +222,13 @@ def test_temp_files_of_a_writer_killed_mid_write_are_removed_on_the_next_start(t
 
 def test_towers_both_evaluates_with_the_trained_vision_tower(setup, tmp_path, monkeypatch):
     seen = []  # (the split's image paths, the features it was scored with), call by call
-    real = training.split_accuracy
+    real = loop.split_accuracy
 
     def recording(model, split, device, autocast):
         seen.append(([e.image_path for e in split.examples], split.image_features.clone()))
         return real(model, split, device, autocast)
 
-    monkeypatch.setattr(training, "split_accuracy", recording)
+    monkeypatch.setattr(loop, "split_accuracy", recording)
     out = tmp_path / "both"
     assert train.main(flags(setup, out, towers="both", objective="behavioral", lr=5e-2)) == 0
     val, _ = read_concadia(setup["world"] / "concadia", "val")
@@ -364,7 +365,7 @@ def test_bombs_and_strips_are_a_counted_skip_in_data_and_an_error_for_one_image(
     examples, _ = read_concadia(world, "val")
     shutil.copy(bomb, examples[0].image_path)
     shutil.copy(strip, examples[1].image_path)
-    split = training.load_split(load_clip(setup["base"]), world, None, "val", "bombs", "cpu", None)
+    split = load_split(load_clip(setup["base"]), world, None, "val", "bombs", "cpu", None)
     assert "2 undecodable image" in capsys.readouterr().out
     assert len(split.examples) == len(examples) - 2
 

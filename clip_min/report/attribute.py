@@ -24,7 +24,7 @@ from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
 from ..images import ImageLoadError, load_image, preprocess
 from ..tokenizer import tokenize
-from ..train.loop import mixed_precision, resolve_device
+from ..train.device import mixed_precision, resolve_device
 from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
 from .correlation import correlate_with_norms, format_correlation_table

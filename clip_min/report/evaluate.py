@@ -17,7 +17,7 @@ from pathlib import Path
 from ..data.concadia import DataError
 from ..data.transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
 from ..metrics import bootstrap_interval, preference_accuracy
-from ..train.loop import load_split, split_scores
+from ..train.evaluation import load_split, split_scores
 from .session import add_model_options, notes_to_stderr, open_model, print_json
 
 

@@ -30,7 +30,7 @@ from ..lora import merge_lora
 from ..data.phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
 from ..prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shares, phrase_probabilities, sample
 from ..train.runs import load_model
-from ..train.loop import resolve_device
+from ..train.device import resolve_device
 from ..data.transfer import TransferTask, encode_task, read_task
 from .html import page
 from .session import notes_to_stderr, vision_id

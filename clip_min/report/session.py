@@ -19,7 +19,7 @@ import torch
 from ..files import content_fingerprint
 from ..model import CLIP
 from ..tokenizer import get_tokenizer
-from ..train.loop import mixed_precision, resolve_device
+from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, add_step_option, load_model
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
-from ..train.loop import TrainConfig, mixed_precision, resolve_device
+from ..train.config import TrainConfig
+from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, load_run, read_run_config
 from ..weights import load_clip
 from . import table3

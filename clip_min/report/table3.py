@@ -158,7 +158,7 @@ def entries_for_runs(folders: list[str], rotation_from: str | None, device: str,
 
 
 def table3_command(args) -> int:
-    from ..train.loop import resolve_device
+    from ..train.device import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")

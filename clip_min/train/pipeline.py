@@ -9,7 +9,9 @@ from . import distributed
 from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
 from .runlock import own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
-from .loop import TrainConfig, check, finetune, resolve_device
+from .config import TrainConfig, check
+from .device import resolve_device
+from .loop import finetune
 
 TOY_BANNER = """\
 clip_min: no --weights and --data given, so this runs on the TOY WORLD: a small generated

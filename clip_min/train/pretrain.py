@@ -24,20 +24,11 @@ from ..losses import contrastive_loss
 from ..model import CLIP, CLIPConfig
 from ..images import ImageLoadError, load_image, preprocess
 from ..tokenizer import tokenize
-from .loop import (
-    PROMPTS,
-    TrainConfig,
-    defaults,
-    fmt,
-    load_split,
-    load_tasks,
-    mixed_precision,
-    resolve_device,
-    seed_everything,
-    split_accuracy,
-    transfer_f1,
-    write_json,
-)
+from ..data.transfer import PROMPTS
+from .config import TOY_DEFAULTS, TrainConfig, defaults
+from .device import mixed_precision, resolve_device, seed_everything
+from .evaluation import fmt, load_split, load_tasks, split_accuracy, transfer_f1
+from .folder import write_json
 from ..weights import load_clip, save_clip
 
 # A CLIP small enough to pretrain on two CPU cores in about a minute: 32 x 32 images in 8 x 8
@@ -55,7 +46,7 @@ TOY_CONFIG = CLIPConfig(
     text_heads=1,
 )
 # How the toy base is pretrained; part of its cache key.
-TOY_PRETRAIN = TrainConfig(objective="clip", finetune="full", lr=2e-3, epochs=24, batch_size=64, seed=0, l2=0.1)
+TOY_PRETRAIN = TrainConfig(objective="clip", finetune="full", **TOY_DEFAULTS[("clip", "full")], batch_size=64, seed=0, l2=0.1)
 # Web text is mostly captions. Pairing images with their caption this often leaves the toy base,
 # like CLIP, with little preference for descriptions (test-split preference measured while tuning:
 # 77% at 0.5, 70% at 0.7, 64% at 0.8, 73% at 0.85, 62% at 0.9, 61% at 0.95; single-thread runs, and it

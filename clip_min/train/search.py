@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import pipeline
 from ..report.selection import read_metrics
-from .loop import TrainConfig
+from .config import TrainConfig
 
 LEARNING_RATES = (5e-7, 1e-6, 5e-6, 1e-5)  # ours: the paper gives none for its lr search
 GRIDS = {

@@ -28,10 +28,9 @@ from ..files import atomic_save
 from ..metrics import trade_off, transfer_score
 
 NAME = "selected.pt"
-SELECTION_A = 0.9  # Appendix C's a
 
 
-def selection_score(accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float = SELECTION_A) -> float:
+def selection_score(accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float) -> float:
     """Appendix C's trade-off of one evaluation; the accuracy alone when there is no transfer score."""
     transfer = transfer_score(f1, base_f1)
     return accuracy if transfer is None else trade_off(accuracy, transfer, a)
@@ -70,3 +69,25 @@ def put_back(state: dict, model: torch.nn.Module) -> None:
                 raise ValueError(f"selected tensor {name} has shape {tuple(tensor.shape)}, the model's "
                                  f"{tuple(own[name].shape)}; the run's config.json does not match its selected.pt")
             own[name].copy_(tensor)
+
+
+def keep_if_selected(out: Path, progress, record: dict, base_f1: dict, model: torch.nn.Module,
+                     rotation: torch.nn.Module | None, a: float, best: dict | None) -> dict | None:
+    """Appendix C as the run goes: keep this evaluation's tensors if its trade-off beats the best so far."""
+    if record["step"] == 0:  # the untouched model is the base of the recovery, not a candidate
+        return best
+    value = selection_score(record["val_accuracy"], record["transfer_f1"], base_f1, a)
+    if progress.selected_step is not None and value <= progress.selected_score:  # the earliest wins a tie
+        return best
+    best = snapshot(record["step"], model, rotation)
+    write(out, best)
+    progress.selected_step, progress.selected_score = record["step"], value
+    return best
+
+
+def selected_summary(progress) -> dict:
+    """summary.json's numbers at the selected step, as metrics.jsonl logged them."""
+    record = next((r for r in progress.metrics if r["step"] == progress.selected_step), {})
+    return dict(selected_step=progress.selected_step, selected_val_accuracy=record.get("val_accuracy"),
+                selected_test_accuracy=record.get("test_accuracy"), selected_transfer_f1=record.get("transfer_f1"),
+                selected_transfer_score=record.get("transfer_score"))

@@ -1,0 +1,116 @@
+"""Evaluation while training: the Concadia splits and the transfer tasks, ready for the text tower.
+
+The images' features are computed once (``clip_min.train.features``); an evaluation runs only the
+text tower: preference accuracy on a split (C(im, des) > C(im, cap)) and zero-shot macro-F1 on
+each transfer task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data.concadia import DataError, Example, read_concadia
+from ..data.transfer import TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
+from ..losses import score
+from ..metrics import preference_accuracy
+from ..model import CLIP
+from ..tokenizer import get_tokenizer
+from .features import encode_images, encode_now
+
+
+@dataclass
+class Split:
+    """A split ready for the text tower: image features and the two texts' token ids."""
+
+    examples: list[Example]
+    image_features: torch.Tensor  # (N, embed_dim), from the frozen vision tower
+    descriptions: torch.Tensor  # (N, context) token ids
+    captions: torch.Tensor  # (N, context) token ids
+
+
+def load_split(model: CLIP, data: Path, images: str | None, split: str, weights_id: str, device: str, autocast) -> Split:
+    """Read a Concadia split, encode its images (cached), tokenize its texts; report what was skipped."""
+    examples, skips = read_concadia(data, split, images)
+    features, ok = encode_images(model, [e.image_path for e in examples], weights_id, device=device,
+                                 autocast=autocast, desc=f"encoding {split} images")
+    if not ok.all():
+        skips.add("undecodable image", int((~ok).sum()))
+        keep = ok.nonzero().squeeze(1).tolist()
+        examples, features = [examples[i] for i in keep], features[ok]
+    if not examples:
+        raise DataError(f"no usable records in split {split!r} of {data}: {skips.summary()}")
+    print(f"{split}: {len(examples)} images; {skips.summary()}")
+    context = model.config.context_length
+    texts = [e.description for e in examples] + [e.caption for e in examples]
+    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, context)  # (2N, context)
+    if cut:
+        print(f"{split}: {cut} texts longer than {context} tokens were cut to {context}")
+    descriptions, captions = tokens.chunk(2)
+    return Split(examples, features, descriptions, captions)
+
+
+@torch.no_grad()
+def split_scores(model: CLIP, split: Split, device: str, autocast, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """C(im, des) and C(im, cap) for every image of a split, each (N,)."""
+    c_des, c_cap = [], []
+    for start in range(0, len(split.examples), batch_size):
+        rows = slice(start, start + batch_size)
+        image = split.image_features[rows].to(device)
+        texts = torch.cat([split.descriptions[rows], split.captions[rows]]).to(device)
+        with autocast():
+            des, cap = model.encode_text(texts).float().chunk(2)
+        c_des.append(score(image, des, model.logit_scale).cpu())
+        c_cap.append(score(image, cap, model.logit_scale).cpu())
+    return torch.cat(c_des), torch.cat(c_cap)
+
+
+def split_accuracy(model: CLIP, split: Split, device: str, autocast) -> float:
+    return preference_accuracy(*split_scores(model, split, device, autocast))
+
+
+@dataclass
+class TaskData:
+    task: TransferTask  # only the images that decoded
+    image_features: torch.Tensor  # (N, embed_dim)
+
+
+def load_tasks(model: CLIP, folders, weights_id: str, device: str, autocast) -> list[TaskData]:
+    loaded = []
+    for folder in folders:
+        task = read_task(folder)
+        features, ok = encode_task(model, task, weights_id, device, autocast)
+        if not ok.all():
+            print(f"transfer task {task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out")
+        good = ok.tolist()
+        kept = replace(task, labels=[label for label, g in zip(task.labels, good) if g],
+                       image_paths=[path for path, g in zip(task.image_paths, good) if g],
+                       pixels=None if task.pixels is None else task.pixels[ok.numpy()])
+        loaded.append(TaskData(kept, features[ok]))
+    return loaded
+
+
+def refresh_image_features(model: CLIP, splits: list[Split], tasks: list[TaskData], device: str, autocast) -> None:
+    """With --towers both the vision tower trains: encode the evaluation images again with it as it is now."""
+    for split in splits:
+        split.image_features, _ = encode_now(model, [e.image_path for e in split.examples], device=device,
+                                             autocast=autocast, desc="encoding images with the training vision tower")
+    for data in tasks:
+        data.image_features, _ = encode_now(model, data.task.image_paths, data.task.pixels, device=device,
+                                            autocast=autocast, desc="encoding images with the training vision tower")
+
+
+@torch.no_grad()
+def transfer_f1(model: CLIP, tasks: list[TaskData], template: str, device: str, autocast) -> dict[str, float]:
+    scores = {}
+    for data in tasks:
+        with autocast():
+            classes = class_text_features(model, data.task.classes, template, device)
+        scores[data.task.name] = zero_shot_f1(data.image_features.to(device), data.task.labels, classes)
+    return scores
+
+
+def fmt(f1: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.3f}" for name, value in f1.items()) or "(no transfer tasks)"

@@ -1,0 +1,56 @@
+"""The run folder as fine-tuning writes it: config.json, metrics.jsonl, adapters.pt or weights.pt, summary.json.
+
+(checkpoint.pt is ``clip_min.train.checkpoint``'s, selected.pt ``clip_min.train.selected``'s;
+``clip_min.train.runs`` reads a finished folder back.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import checkpoint, selected
+from ..files import atomic_save, atomic_write_text
+from ..lora import lora_state_dict
+from ..model import CLIP
+from ..rotation import Rotation
+from ..weights import save_clip
+from .config import TrainConfig
+
+
+def start_run_folder(out: Path, run_config: dict, resumed: dict | None) -> None:
+    """Write config.json; metrics.jsonl starts empty, or holds the checkpoint's records when resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", run_config)
+    if resumed is None:
+        # An earlier run's checkpoint and selection would not match this run's config.json.
+        (out / checkpoint.NAME).unlink(missing_ok=True)
+        (out / selected.NAME).unlink(missing_ok=True)
+    # Records logged after the checkpoint are dropped: the resumed run logs those steps again.
+    write_jsonl(out / "metrics.jsonl", resumed["progress"]["metrics"] if resumed else [])
+
+
+def save_run(out: Path, model: CLIP, rotation: Rotation | None, config: TrainConfig) -> None:
+    """Adapters (LoRA and rotation) apart from the frozen weights; the whole model for full fine-tuning."""
+    adapters = {}
+    if config.finetune == "lora":
+        adapters["lora"] = lora_state_dict(model)
+    else:
+        save_clip(model, out / "weights.pt")
+    if rotation is not None:
+        adapters["rotation"] = {k: v.detach().cpu() for k, v in rotation.state_dict().items()}
+    if adapters:
+        atomic_save(adapters, out / "adapters.pt")
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
