@@ -47,3 +47,16 @@ def test_intervention_size_is_checked_once_against_the_model(k, ok):
     else:
         with pytest.raises(ValueError, match=f"--intervention-size {k}: k is 1 to the text width 64"):
             check_against_model(config, shape)
+
+
+def test_every_toy_default_fits_the_toy_model():
+    from clip_min.train.config import TOY_DEFAULTS
+    from clip_min.train.pretrain import TOY_CONFIG
+
+    settings = [key for key in TOY_DEFAULTS if key != "all" and key[0] != "clip"]
+    assert len(settings) == 6
+    for objective, finetune in settings:
+        config = defaults(TrainConfig(objective=objective, finetune=finetune), TOY_CONFIG.text_layers, TOY_CONFIG.text_width)
+        check(config)
+        check_against_model(config, TOY_CONFIG)  # raises if, say, the LoRA rank exceeds the toy's width
+        assert finetune == "full" or config.lora_rank <= TOY_CONFIG.text_width
