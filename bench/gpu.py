@@ -236,7 +236,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
         """Eq. 1 as training.step_loss computes it, with the texts run in one pass cut to ``length``."""
         with autocast():
             des, cap = model.encode_text_unsorted(torch.cat([descriptions, captions]), length).float().chunk(2)
-            return behavioral_loss(score(image, cap, model.logit_scale), score(image, des, model.logit_scale))
+            return behavioral_loss(c_cap=score(image, cap, model.logit_scale), c_des=score(image, des, model.logit_scale))
 
     if v.compile and s.compile_backend == "inductor":
         bucketed_loss = torch.compile(bucketed_loss, mode=v.compile, dynamic=False)
@@ -363,13 +363,13 @@ def measure_amp(s: Sizes, device: str) -> dict:
     with torch.no_grad():
         reference = {"text": model.encode_text(texts).float(), "image": model.encode_image(pixels).float()}
         des, cap = reference["text"].chunk(2)
-        loss_fp32 = behavioral_loss(score(image, cap, model.logit_scale), score(image, des, model.logit_scale)).item()
+        loss_fp32 = behavioral_loss(c_cap=score(image, cap, model.logit_scale), c_des=score(image, des, model.logit_scale)).item()
         for dtype in ("bf16", "fp16"):
             autocast, _ = mixed_precision(dtype, device)
             with autocast():
                 features = {"text": model.encode_text(texts).float(), "image": model.encode_image(pixels).float()}
             des, cap = features["text"].chunk(2)
-            loss = behavioral_loss(score(image, cap, model.logit_scale), score(image, des, model.logit_scale)).item()
+            loss = behavioral_loss(c_cap=score(image, cap, model.logit_scale), c_des=score(image, des, model.logit_scale)).item()
             cosine = {t: torch.nn.functional.cosine_similarity(features[t], reference[t], dim=-1) for t in features}
             out["feature"][dtype] = dict(text_cosine_min=cosine["text"].min().item(),
                                          image_cosine_min=cosine["image"].min().item(),

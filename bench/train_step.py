@@ -96,11 +96,11 @@ def ours_step(iit: bool):
         if iit:
             features = interchange_features(model, rotation, captions, descriptions, LAYER, SIZE)
             c_cap, c_des, c_cap_with_des, c_des_with_cap = (score(image, f, model.logit_scale) for f in features)
-            loss = iit_loss(c_cap, c_cap_with_des, c_des, c_des_with_cap)
+            loss = iit_loss(c_cap=c_cap, c_cap_with_des=c_cap_with_des, c_des=c_des, c_des_with_cap=c_des_with_cap)
         else:
             text = model.encode_text(torch.cat([captions, descriptions]))  # (24, 512), one batch of both
             c_cap, c_des = score(image.repeat(2, 1), text, model.logit_scale).chunk(2)
-            loss = behavioral_loss(c_cap, c_des)
+            loss = behavioral_loss(c_cap=c_cap, c_des=c_des)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -147,7 +147,7 @@ def hf_peft_step(shape=None, rank: int = RANK, device: str = "cpu", autocast=nul
             # transformers 5 returns an output object here; some releases, the tensor itself.
             text = text if isinstance(text, torch.Tensor) else text.pooler_output  # (24, 512)
             c_cap, c_des = score(image.repeat(2, 1), text.float(), logit_scale).chunk(2)
-            loss = behavioral_loss(c_cap, c_des)
+            loss = behavioral_loss(c_cap=c_cap, c_des=c_des)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,6 +1,6 @@
-"""The distributed interchange intervention (Eq. 4) on CLIP's text encoder.
+r"""The distributed interchange intervention (Eq. 4) on CLIP's text encoder.
 
-    DII(M, \\rho, b, s, Y) = GET(\\rho^{-1}(\\rho(M)_{Y \\leftarrow GET(\\rho(M), s, Y)}), b, V_out)
+    DII(M, \rho, b, s, Y) = GET(\rho^{-1}(\rho(M)_{Y \leftarrow GET(\rho(M), s, Y)}), b, V_out)
 
 Read from the inside out: run the model on the source s and read (GET) the variables Y of the
 rotated model rho(M); run it on the base b with Y set to those values, rotate back, and read
@@ -10,7 +10,7 @@ position that has seen the whole text under the causal mask and the one projecte
 features. rho(h) = h R (a :class:`~clip_min.rotation.Rotation`) and Y is the first k rotated
 coordinates. Swapping them and rotating back changes the base state by a projection:
 
-    h' = \\rho^{-1}([\\rho(h_s)_{:k}, \\rho(h_b)_{k:}]) = h_b + (h_s - h_b) R_{:, :k} R_{:, :k}^T.
+    h' = \rho^{-1}([\rho(h_s)_{:k}, \rho(h_b)_{k:}]) = h_b + (h_s - h_b) R_{:, :k} R_{:, :k}^T.
 
 Base and source of a pair are one image's caption and description (Eqs. 2 and 3 use both
 directions), so :func:`interchange_features` computes all four runs while paying for the

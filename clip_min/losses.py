@@ -1,11 +1,11 @@
-"""The paper's objectives (Eqs. 1, 2, 3, 5), the score C they compare, and CLIP's own loss.
+r"""The paper's objectives (Eqs. 1, 2, 3, 5), the score C they compare, and CLIP's own loss.
 
 Every objective is a two-way cross-entropy over scores of one image with two texts:
 
-    CE([s_0, s_1], j) = -\\log \\frac{e^{s_j}}{e^{s_0} + e^{s_1}},  averaged over the batch,
+    CE([s_0, s_1], j) = -\log \frac{e^{s_j}}{e^{s_0} + e^{s_1}},  averaged over the batch,
 
 where the one-hot target [0, 1] is index j = 1 and [1, 0] is j = 0. The score is CLIP's logit
-C(im, text) = e^t \\cos(im, text), with t = ``logit_scale`` (the authors' code uses the same).
+C(im, text) = e^t \cos(im, text), with t = ``logit_scale`` (the authors' code uses the same).
 """
 
 from __future__ import annotations
@@ -35,21 +35,21 @@ def _two_way_ce(first: torch.Tensor, second: torch.Tensor, target: int) -> torch
     return F.cross_entropy(logits, labels)
 
 
-def behavioral_loss(c_cap: torch.Tensor, c_des: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: \\mathcal{L} = CE([C(im, cap), C(im, des)], [0, 1]), the description should win."""
+def behavioral_loss(*, c_cap: torch.Tensor, c_des: torch.Tensor) -> torch.Tensor:
+    r"""Eq. 1: \mathcal{L} = CE([C(im, cap), C(im, des)], [0, 1]), the description should win."""
     return _two_way_ce(c_cap, c_des, target=1)
 
 
-def iit_loss_caption_base(c_cap: torch.Tensor, c_cap_with_des: torch.Tensor) -> torch.Tensor:
-    """Eq. 2: \\mathcal{L}_{IIT} = CE([C(im, cap), DII(C, \\rho, (im, cap), (im, des), Z)], [0, 1]).
+def iit_loss_caption_base(*, c_cap: torch.Tensor, c_cap_with_des: torch.Tensor) -> torch.Tensor:
+    r"""Eq. 2: \mathcal{L}_{IIT} = CE([C(im, cap), DII(C, \rho, (im, cap), (im, des), Z)], [0, 1]).
 
     The caption run given the description's value of Z should score higher than the plain caption.
     """
     return _two_way_ce(c_cap, c_cap_with_des, target=1)
 
 
-def iit_loss_description_base(c_des: torch.Tensor, c_des_with_cap: torch.Tensor) -> torch.Tensor:
-    """Eq. 3: \\mathcal{L}_{IIT} = CE([C(im, des), DII(C, \\rho, (im, des), (im, cap), Z)], [1, 0]).
+def iit_loss_description_base(*, c_des: torch.Tensor, c_des_with_cap: torch.Tensor) -> torch.Tensor:
+    r"""Eq. 3: \mathcal{L}_{IIT} = CE([C(im, des), DII(C, \rho, (im, des), (im, cap), Z)], [1, 0]).
 
     The description run given the caption's value of Z should score lower than the plain description.
     """
@@ -57,14 +57,15 @@ def iit_loss_description_base(c_des: torch.Tensor, c_des_with_cap: torch.Tensor)
 
 
 def iit_loss(
-    c_cap: torch.Tensor, c_cap_with_des: torch.Tensor, c_des: torch.Tensor, c_des_with_cap: torch.Tensor
+    *, c_cap: torch.Tensor, c_cap_with_des: torch.Tensor, c_des: torch.Tensor, c_des_with_cap: torch.Tensor
 ) -> torch.Tensor:
     """Eqs. 2 and 3 together: the mean of the caption-base and description-base losses."""
-    return (iit_loss_caption_base(c_cap, c_cap_with_des) + iit_loss_description_base(c_des, c_des_with_cap)) / 2
+    return (iit_loss_caption_base(c_cap=c_cap, c_cap_with_des=c_cap_with_des)
+            + iit_loss_description_base(c_des=c_des, c_des_with_cap=c_des_with_cap)) / 2
 
 
-def joint_loss(l_iit: torch.Tensor, l_behavioral: torch.Tensor, a: float) -> torch.Tensor:
-    """Eq. 5: \\mathcal{L}_{joint} = a \\mathcal{L}_{IIT} + (1 - a) \\mathcal{L}_{behavioral}."""
+def joint_loss(*, l_iit: torch.Tensor, l_behavioral: torch.Tensor, a: float) -> torch.Tensor:
+    r"""Eq. 5: \mathcal{L}_{joint} = a \mathcal{L}_{IIT} + (1 - a) \mathcal{L}_{behavioral}."""
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"a must be in [0, 1] (the paper tries 0.2, 0.3, 0.5, 0.7, 0.8), got {a}")
     return a * l_iit + (1 - a) * l_behavioral

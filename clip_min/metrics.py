@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 
-def preference_accuracy(c_des: torch.Tensor, c_cap: torch.Tensor) -> float:
+def preference_accuracy(*, c_des: torch.Tensor, c_cap: torch.Tensor) -> float:
     """Share of images whose description outscores their caption: mean[C(im, des) > C(im, cap)]."""
     return float((c_des > c_cap).float().mean())
 

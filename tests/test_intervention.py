@@ -202,7 +202,7 @@ def test_eq4_gradients_reach_lora_and_the_rotation():
     image = torch.randn(4, TINY.embed_dim)
     features = interchange_features(model, rot, base, source, layer=1, k=16)
     c_cap, c_des, c_cap_with_des, c_des_with_cap = (score(image, f, model.logit_scale) for f in features)
-    iit_loss(c_cap, c_cap_with_des, c_des, c_des_with_cap).backward()
+    iit_loss(c_cap=c_cap, c_cap_with_des=c_cap_with_des, c_des=c_des, c_des_with_cap=c_des_with_cap).backward()
     for name, p in model.named_parameters():
         assert (p.grad is not None and p.grad.abs().sum() > 0) == p.requires_grad, name
     (rotation_param,) = rot.parameters()

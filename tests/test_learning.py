@@ -43,7 +43,7 @@ def accuracy(model, image_features, descriptions, captions) -> float:
     with torch.no_grad():
         c_des = score(image_features, model.encode_text(descriptions), model.logit_scale)
         c_cap = score(image_features, model.encode_text(captions), model.logit_scale)
-    return preference_accuracy(c_des, c_cap)
+    return preference_accuracy(c_des=c_des, c_cap=c_cap)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions(one_thread):
         for rows in torch.randperm(128).split(16):
             c_cap = score(train_images[rows], model.encode_text(train_cap[rows]), model.logit_scale)
             c_des = score(train_images[rows], model.encode_text(train_des[rows]), model.logit_scale)
-            loss = behavioral_loss(c_cap, c_des)
+            loss = behavioral_loss(c_cap=c_cap, c_des=c_des)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

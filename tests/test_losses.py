@@ -47,42 +47,42 @@ def test_clipscore_is_2_5_times_clipped_cosine():
 
 def test_eq1_behavioral_loss_prefers_the_description():
     c_cap, c_des = scores(1), scores(2)
-    assert behavioral_loss(c_cap, c_des).item() == pytest.approx(two_way_ce_float64(c_cap, c_des, target=1), abs=1e-5)
+    assert behavioral_loss(c_cap=c_cap, c_des=c_des).item() == pytest.approx(two_way_ce_float64(c_cap, c_des, target=1), abs=1e-5)
     # Direction: the loss falls as the description's score rises above the caption's.
-    assert behavioral_loss(c_cap, c_cap + 5) < behavioral_loss(c_cap, c_cap) < behavioral_loss(c_cap, c_cap - 5)
-    assert behavioral_loss(c_cap, c_cap).item() == pytest.approx(math.log(2))
+    assert behavioral_loss(c_cap=c_cap, c_des=c_cap + 5) < behavioral_loss(c_cap=c_cap, c_des=c_cap) < behavioral_loss(c_cap=c_cap, c_des=c_cap - 5)
+    assert behavioral_loss(c_cap=c_cap, c_des=c_cap).item() == pytest.approx(math.log(2))
 
 
 def test_eq2_caption_base_prefers_the_intervened_run():
     c_cap, c_cap_with_des = scores(3), scores(4)
-    got = iit_loss_caption_base(c_cap, c_cap_with_des).item()
+    got = iit_loss_caption_base(c_cap=c_cap, c_cap_with_des=c_cap_with_des).item()
     assert got == pytest.approx(two_way_ce_float64(c_cap, c_cap_with_des, target=1), abs=1e-5)
-    assert iit_loss_caption_base(c_cap, c_cap + 5) < iit_loss_caption_base(c_cap, c_cap - 5)
+    assert iit_loss_caption_base(c_cap=c_cap, c_cap_with_des=c_cap + 5) < iit_loss_caption_base(c_cap=c_cap, c_cap_with_des=c_cap - 5)
 
 
 def test_eq3_description_base_prefers_the_plain_description():
     c_des, c_des_with_cap = scores(5), scores(6)
-    got = iit_loss_description_base(c_des, c_des_with_cap).item()
+    got = iit_loss_description_base(c_des=c_des, c_des_with_cap=c_des_with_cap).item()
     assert got == pytest.approx(two_way_ce_float64(c_des, c_des_with_cap, target=0), abs=1e-5)
-    assert iit_loss_description_base(c_des, c_des - 5) < iit_loss_description_base(c_des, c_des + 5)
+    assert iit_loss_description_base(c_des=c_des, c_des_with_cap=c_des - 5) < iit_loss_description_base(c_des=c_des, c_des_with_cap=c_des + 5)
 
 
 def test_eq2_eq3_iit_loss_is_their_mean():
     c_cap, c_cap_with_des, c_des, c_des_with_cap = (scores(s) for s in (7, 8, 9, 10))
     expected = (two_way_ce_float64(c_cap, c_cap_with_des, 1) + two_way_ce_float64(c_des, c_des_with_cap, 0)) / 2
-    assert iit_loss(c_cap, c_cap_with_des, c_des, c_des_with_cap).item() == pytest.approx(expected, abs=1e-5)
+    assert iit_loss(c_cap=c_cap, c_cap_with_des=c_cap_with_des, c_des=c_des, c_des_with_cap=c_des_with_cap).item() == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("a", [0.0, 0.2, 0.3, 0.5, 0.7, 0.8, 1.0])
 def test_eq5_joint_loss(a):
     l_iit, l_behavioral = torch.tensor(1.25), torch.tensor(0.5)
-    assert joint_loss(l_iit, l_behavioral, a).item() == pytest.approx(a * 1.25 + (1 - a) * 0.5)
+    assert joint_loss(l_iit=l_iit, l_behavioral=l_behavioral, a=a).item() == pytest.approx(a * 1.25 + (1 - a) * 0.5)
 
 
 @pytest.mark.parametrize("a", [-0.1, 1.5])
 def test_eq5_joint_loss_rejects_a_outside_0_1(a):
     with pytest.raises(ValueError, match=r"a must be in \[0, 1\]"):
-        joint_loss(torch.tensor(1.0), torch.tensor(1.0), a)
+        joint_loss(l_iit=torch.tensor(1.0), l_behavioral=torch.tensor(1.0), a=a)
 
 
 def test_contrastive_loss_matches_float64_infonce():

@@ -57,7 +57,7 @@ def concadia_command(args: argparse.Namespace) -> int:
     with notes_to_stderr():
         split = load_split(session.model, Path(data), images, args.split, session.vision_id, session.device, session.autocast)
     c_des, c_cap = split_scores(session.model, split, session.device, session.autocast)
-    accuracy = preference_accuracy(c_des, c_cap)
+    accuracy = preference_accuracy(c_des=c_des, c_cap=c_cap)
     low, high = bootstrap_interval((c_des > c_cap).float().numpy())
     n = len(split.examples)
     if args.json:

@@ -1,4 +1,4 @@
-"""Several processes, one run: data-parallel fine-tuning under PyTorch's launcher, ``torchrun``.
+r"""Several processes, one run: data-parallel fine-tuning under PyTorch's launcher, ``torchrun``.
 
     torchrun --nproc_per_node=8 train.py ...
 
@@ -9,9 +9,9 @@ images, and after the backward pass the gradients of the trainable tensors are s
 processes, so every process takes the same optimizer step as one process on the whole batch.
 
 Why the sum is that gradient: the paper's losses are means over the batch of per-image terms,
-L = (1/B) \\sum_i l_i. Process r computes the mean over its B_r images and weights it by its share
-B_r / B of the global batch, so \\sum_r (B_r / B) (1/B_r) \\sum_{i \\in r} l_i = L, and since the
-gradient is linear, summing the processes' gradients (one all_reduce) gives \\nabla L exactly, up
+L = (1/B) \sum_i l_i. Process r computes the mean over its B_r images and weights it by its share
+B_r / B of the global batch, so \sum_r (B_r / B) (1/B_r) \sum_{i \in r} l_i = L, and since the
+gradient is linear, summing the processes' gradients (one all_reduce) gives \nabla L exactly, up
 to float rounding. (CLIP's contrastive loss is not such a mean: each image is scored against
 every text in the batch, so ``--objective clip`` runs in one process.)
 

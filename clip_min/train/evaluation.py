@@ -68,7 +68,8 @@ def split_scores(model: CLIP, split: Split, device: str, autocast, batch_size: i
 
 
 def split_accuracy(model: CLIP, split: Split, device: str, autocast) -> float:
-    return preference_accuracy(*split_scores(model, split, device, autocast))
+    c_des, c_cap = split_scores(model, split, device, autocast)
+    return preference_accuracy(c_des=c_des, c_cap=c_cap)
 
 
 @dataclass

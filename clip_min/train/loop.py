@@ -54,15 +54,16 @@ def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image
     logit_scale = model.logit_scale
     if config.objective == "behavioral":
         des, cap = model.encode_text(torch.cat([descriptions, captions])).float().chunk(2)
-        return behavioral_loss(score(image, cap, logit_scale), score(image, des, logit_scale))
+        return behavioral_loss(c_cap=score(image, cap, logit_scale), c_des=score(image, des, logit_scale))
     cap, des, cap_with_des, des_with_cap = (
         t.float() for t in interchange_features(model, rotation, captions, descriptions, config.layer, config.intervention_size)
     )
     c_cap, c_des = score(image, cap, logit_scale), score(image, des, logit_scale)
-    l_iit = iit_loss(c_cap, score(image, cap_with_des, logit_scale), c_des, score(image, des_with_cap, logit_scale))
+    l_iit = iit_loss(c_cap=c_cap, c_cap_with_des=score(image, cap_with_des, logit_scale),
+                     c_des=c_des, c_des_with_cap=score(image, des_with_cap, logit_scale))
     if config.objective == "iit-das":
         return l_iit
-    return joint_loss(l_iit, behavioral_loss(c_cap, c_des), config.joint_alpha)
+    return joint_loss(l_iit=l_iit, l_behavioral=behavioral_loss(c_cap=c_cap, c_des=c_des), a=config.joint_alpha)
 
 
 @dataclass
