@@ -30,6 +30,7 @@ from scipy import stats
 
 from ..metrics import recovery, transfer_score
 from ..train.runs import RunError, read_run_config
+from ..train.config import TrainConfig
 from ..train.selected import selection_score
 
 # The paper's four settings, in Table 1's order; other objectives follow them.
@@ -100,7 +101,7 @@ def read_metrics(folder: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["step"])
 
 
-def read_run(folder: str | Path, a: float = 0.9) -> RunLog:
+def read_run(folder: str | Path, a: float = TrainConfig.trade_off_a) -> RunLog:
     """Read a run folder and score every evaluation it logged."""
     folder = Path(folder)
     config = read_run_config(folder)

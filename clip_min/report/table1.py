@@ -129,7 +129,8 @@ def add_commands(subparsers) -> None:
                                           "transfer score; print Table 1 (mean and 95% t interval over the runs of "
                                           "each setting) and draw Figures 3 and 4.")
     p.add_argument("--runs", nargs="+", required=True, help="run folders, or folders holding run folders")
-    p.add_argument("--a", type=float, default=0.9, help="weight of accuracy in the trade-off (default 0.9)")
+    p.add_argument("--a", type=float, default=TrainConfig.trade_off_a,
+                   help=f"weight of accuracy in the trade-off (default {TrainConfig.trade_off_a})")
     p.add_argument("--out", default="runs/selection", help="where to write table1.md, selection.json and the figures")
     p.add_argument("--ratings", help="Kreiss et al.'s repository (or its behavioral_data/): fill the BLV columns")
     p.add_argument("--blv-images", help="the rated images, if not where `eval.py blv` finds them")
@@ -144,7 +145,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--toy", action="store_true", help="train on the toy world (the only world `table` trains on)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per setting (default 3; the paper: 5)")
     p.add_argument("--out", default="runs/table", help="run folders go to OUT/<objective>-<finetune>/seed<N>")
-    p.add_argument("--a", type=float, default=0.9, help="weight of accuracy in the trade-off (default 0.9)")
+    p.add_argument("--a", type=float, default=TrainConfig.trade_off_a,
+                   help=f"weight of accuracy in the trade-off (default {TrainConfig.trade_off_a})")
     p.add_argument("--max-steps", type=int, help="cap each run's optimizer steps")
     p.add_argument("--epochs", type=int, help="passes over the toy training split (default: the toy default)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the toy default)")
