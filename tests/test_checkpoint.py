@@ -18,36 +18,19 @@ import pytest
 import torch
 
 import train
+from tiny import TINY_OPENAI as TINY, as_flags, tiny_world
 from clip_min.train import checkpoint, loop
-from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
-from clip_min.data.toy import make_toy_world
 from clip_min.train.config import TrainConfig
 from clip_min.train.loop import stop_if_not_finite
-from clip_min.weights import save_clip
 
 REPO = Path(__file__).resolve().parents[1]
-# OpenAI's format derives the heads from width // 64, so the towers are 64 wide with one head each.
-TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
-                  vision_heads=1, text_width=64, text_layers=2, text_heads=1)
 K = 32  # intervention size: half the text width
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("checkpoint")
-    env = pytest.MonkeyPatch()
-    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))  # image features of the tiny base land here
-    env.setenv("OMP_NUM_THREADS", "1")  # for the subprocesses
-    # One thread: on a shared CPU, more threads make these tiny steps slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    world = make_toy_world(root / "toy", n_articles=12, transfer_per_class=3)
-    torch.manual_seed(0)
-    save_clip(CLIP(TINY), root / "base.pt")
-    yield dict(world=world, base=root / "base.pt", root=root)
-    torch.set_num_threads(threads)
-    env.undo()
+    yield from tiny_world(tmp_path_factory, "checkpoint", n_articles=12)
 
 
 def flags(setup, out: Path, **options) -> list[str]:
@@ -57,7 +40,7 @@ def flags(setup, out: Path, **options) -> list[str]:
                   objective="joint", layer=0, intervention_size=K, lora_rank=4, lr=1e-2, device="cpu", amp="off",
                   max_steps=2, eval_every=2, out=out)
     chosen.update(options)
-    return [part for name, value in chosen.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    return as_flags(chosen)
 
 
 @pytest.fixture(scope="module")

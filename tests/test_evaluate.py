@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
+import eval as eval_script
 from clip_min.data.concadia import DataError
+from tiny import TINY_OPENAI as TINY, run_eval as run_cli
 from clip_min.data.ratings import read_ratings
 from clip_min.report.correlation import correlate_with_ratings
 from clip_min.report.score import CLIPSCORE_PREFIX
 from clip_min.lora import LoRABranch, apply_lora, lora_state_dict
 from clip_min.metrics import bootstrap_interval, macro_f1
-from clip_min.model import CLIP, CLIPConfig
+from clip_min.model import CLIP
 from clip_min.images import load_image, preprocess
 from clip_min.train.runs import load_run
 from clip_min.tokenizer import tokenize
@@ -37,31 +39,10 @@ from clip_min.train.config import TrainConfig
 from clip_min.data.transfer import encode_task, read_task, zero_shot_f1
 from clip_min.weights import load_clip, save_clip
 
-ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-5
-# Heads follow OpenAI's width // 64, so the model saves in OpenAI's format; the vocabulary is
-# CLIP's, so real text can be tokenized.
-TINY = CLIPConfig(
-    embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1, vision_heads=1,
-    context_length=77, vocab_size=49408, text_width=64, text_layers=2, text_heads=1,
-)
 TEXTS = ["A red bicycle leans against a brick wall.", "Map of the county.", "Two children play chess in a park."]
 
 
-def load_eval_cli():
-    spec = importlib.util.spec_from_file_location("eval_cli", ROOT / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_cli = load_eval_cli()
-
-
-def run_cli(argv, capsys):
-    code = eval_cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code, err, *fragments):
@@ -442,7 +423,7 @@ def test_score_of_an_image_that_does_not_decode_is_one_line(tmp_path, base_weigh
 
 def test_unknown_flags_are_errors(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        eval_cli.main(["score", "--no-such-flag"])
+        eval_script.main(["score", "--no-such-flag"])
     assert exit_info.value.code == 2
 
 

@@ -3,7 +3,6 @@
 Runs here train a tiny random CLIP on a tiny toy world for a few steps, so each takes seconds.
 """
 
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,44 +12,17 @@ import pytest
 import torch
 
 import train
-from clip_min.model import CLIP, CLIPConfig
-from clip_min.data.toy import make_toy_world
+from tiny import TINY_OPENAI as TINY, as_flags, run_eval as run_cli, tiny_world
+from clip_min.model import CLIP
 from clip_min.weights import save_clip
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
-                  vision_heads=1, text_width=64, text_layers=2, text_heads=1)
 
 
-def load_eval_cli():
-    spec = importlib.util.spec_from_file_location("eval_cli", ROOT / "eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_cli = load_eval_cli()
-
-
-def run_cli(argv, capsys):
-    code = eval_cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("protocol")
-    env = pytest.MonkeyPatch()
-    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    world = make_toy_world(root / "toy", n_articles=40, transfer_per_class=3)
-    torch.manual_seed(0)
-    save_clip(CLIP(TINY), root / "base.pt")
-    yield dict(world=world, base=root / "base.pt", root=root)
-    torch.set_num_threads(threads)
-    env.undo()
+    yield from tiny_world(tmp_path_factory, "protocol", n_articles=40)
 
 
 def flags(setup, out: Path, **options) -> list[str]:
@@ -58,7 +30,7 @@ def flags(setup, out: Path, **options) -> list[str]:
     chosen = dict(weights=setup["base"], data=world / "concadia", objective="behavioral", lora_rank=4, lr=3e-3,
                   device="cpu", amp="off", max_steps=8, eval_every=1, batch_size=6, out=out)
     chosen.update(options)
-    listed = [part for name, value in chosen.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    listed = as_flags(chosen)
     return listed + ["--transfer", str(world / "transfer" / "color"), str(world / "transfer" / "background")]
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 import eval as eval_script
 import train
+from tiny import TINY_OPENAI as TINY, as_flags, tiny_world
 from clip_min.train import checkpoint
 from clip_min.train import loop
 from clip_min.train.evaluation import load_split
@@ -34,14 +35,10 @@ from clip_min.train.features import encode_images, encode_now
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.train.runlock import own_run_folder
 from clip_min.train.runs import load_run
-from clip_min.data.toy import make_toy_world
 from clip_min.data.transfer import read_cifar100
 from clip_min.weights import WeightsError, load_clip, save_clip
 
 REPO = Path(__file__).resolve().parents[1]
-# OpenAI's format derives the heads from width // 64, so the towers are 64 wide with one head each.
-TINY = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
-                  vision_heads=1, text_width=64, text_layers=2, text_heads=1)
 
 pytestmark = [pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -49,17 +46,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("safety")
-    env = pytest.MonkeyPatch()
-    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    world = make_toy_world(root / "toy", n_articles=12, transfer_per_class=3)
-    torch.manual_seed(0)
-    save_clip(CLIP(TINY), root / "base.pt")
-    yield dict(world=world, base=root / "base.pt", root=root)
-    torch.set_num_threads(threads)
-    env.undo()
+    yield from tiny_world(tmp_path_factory, "safety", n_articles=12)
 
 
 def flags(setup, out: Path, **options) -> list[str]:
@@ -69,7 +56,7 @@ def flags(setup, out: Path, **options) -> list[str]:
                   objective="joint", layer=0, intervention_size=32, lora_rank=4, lr=1e-2, device="cpu", amp="off",
                   max_steps=2, eval_every=2, out=out)
     chosen.update(options)
-    return [part for name, value in chosen.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    return as_flags(chosen)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """A tiny CLIP and random token ids shared by the tests of LoRA and the intervention."""
 
+import pytest
 import torch
 
 from clip_min.model import CLIP, CLIPConfig
@@ -26,3 +27,46 @@ def random_tokens(batch: int, seed: int = 0) -> torch.Tensor:
         tokens[i, 0], tokens[i, length - 1] = 998, 999
         tokens[i, 1 : length - 1] = torch.randint(1, 998, (length - 2,), generator=generator)
     return tokens
+
+
+# A tiny CLIP that saves in OpenAI's format (which derives the heads from width // 64, so the
+# towers are 64 wide with one head each) and has CLIP's vocabulary, so real text tokenizes.
+TINY_OPENAI = CLIPConfig(embed_dim=32, image_resolution=32, vision_patch_size=16, vision_width=64, vision_layers=1,
+                         vision_heads=1, text_width=64, text_layers=2, text_heads=1)
+
+
+def tiny_world(tmp_path_factory, name: str, n_articles: int):
+    """For a module fixture: a tiny toy world and a random TINY_OPENAI base saved beside it.
+
+    The feature cache goes into the same folder, and torch runs one thread (on a shared CPU,
+    more threads make these tiny steps slower, not faster); both are undone at the end.
+    """
+    from clip_min.data.toy import make_toy_world
+    from clip_min.weights import save_clip
+
+    root = tmp_path_factory.mktemp(name)
+    env = pytest.MonkeyPatch()
+    env.setenv("CLIP_MIN_CACHE", str(root / "cache"))
+    env.setenv("OMP_NUM_THREADS", "1")  # for subprocesses
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    world = make_toy_world(root / "toy", n_articles=n_articles, transfer_per_class=3)
+    torch.manual_seed(0)
+    save_clip(CLIP(TINY_OPENAI), root / "base.pt")
+    yield dict(world=world, base=root / "base.pt", root=root)
+    torch.set_num_threads(threads)
+    env.undo()
+
+
+def as_flags(options: dict) -> list[str]:
+    """{"lora_rank": 4, ...} -> ["--lora-rank", "4", ...], as train.py reads them."""
+    return [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def run_eval(argv, capsys) -> tuple[int, str, str]:
+    """eval.py's main on ``argv``: its exit code, stdout and stderr."""
+    import eval as eval_script
+
+    code = eval_script.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

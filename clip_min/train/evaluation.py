@@ -113,5 +113,10 @@ def transfer_f1(model: CLIP, tasks: list[TaskData], template: str, device: str, 
     return scores
 
 
+def rounded(value: float | None) -> str:
+    """A score to three decimals, or None when there is none (no transfer tasks)."""
+    return str(value) if value is None else f"{value:.3f}"
+
+
 def fmt(f1: dict[str, float]) -> str:
     return ", ".join(f"{name} {value:.3f}" for name, value in f1.items()) or "(no transfer tasks)"

@@ -42,7 +42,8 @@ from ..rotation import Rotation
 from ..weights import check_vocabulary, load_clip
 from .config import IIT_OBJECTIVES, TrainConfig, check_against_model, defaults
 from .device import mixed_precision, resolve_device, seed_everything
-from .evaluation import Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, split_accuracy, transfer_f1
+from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, split_accuracy,
+                         transfer_f1)
 from .folder import append_jsonl, save_run, start_run_folder, write_json
 
 LOSS_NAMES = {"behavioral": "behavioral loss (Eq. 1)", "iit-das": "IIT loss (Eqs. 2-3)", "joint": "joint loss (Eq. 5)"}
@@ -343,13 +344,12 @@ def finish(run: Run) -> dict:
         **selected.selected_summary(progress),
     )
     write_json(run.out / "summary.json", summary)
-    score_text = summary["transfer_score"] if summary["transfer_score"] is None else round(summary["transfer_score"], 3)
     print(f"after {progress.step} steps: test preference accuracy {before['accuracy']:.3f} -> {accuracy:.3f}, "
-          f"transfer F1 {fmt(f1)}, transfer score {score_text}")
+          f"transfer F1 {fmt(f1)}, transfer score {rounded(summary['transfer_score'])}")
     if summary["selected_step"] is not None:
         print(f"selected step {summary['selected_step']} (Appendix C, a = {config.trade_off_a}): validation accuracy "
               f"{summary['selected_val_accuracy']:.3f}, test accuracy {summary['selected_test_accuracy']:.3f}, "
-              f"transfer score {summary['selected_transfer_score']}; eval.py --run uses it (--step last: the last)")
+              f"transfer score {rounded(summary['selected_transfer_score'])}; eval.py --run uses it (--step last: the last)")
     print(f"wrote {run.out / 'summary.json'}")
     distributed.barrier()
     return summary
