@@ -142,3 +142,26 @@ def test_table3_samples_the_same_texts_each_with_a_word_rated_in_both_norms(setu
         assert any(w in norms["imageability"] and w in norms["concreteness"] for w in words), (kind, example)
     eligible = [e for e in examples if any(w.lower().strip(".,;:") in kept for w in e.description.split())]
     assert len(eligible) < len(examples)  # the condition left some out
+
+
+def test_the_behavioral_search_trains_each_configuration_once_and_chooses_the_best(setup, tmp_path, capsys):
+    world = setup["world"]
+    argv = ["search", "--grid", "behavioral", "--weights", setup["base"], "--data", world / "concadia",
+            "--max-steps", "1", "--eval-every", "1", "--device", "cpu", "--amp", "off", "--out", tmp_path]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    folders = sorted((tmp_path / "behavioral").iterdir())
+    assert len(folders) == 16  # Appendix B: 4 learning rates x L2 in {0, 0.1, 0.01, 0.001}
+    best = {f: max(r["val_accuracy"] for r in metrics(f) if r["step"] > 0) for f in folders}
+    top = max(best.values())
+    chosen = next(line for line in out.splitlines() if "(chosen)" in line)
+    assert chosen.split("|")[-2].strip() in {str(f) for f, value in best.items() if value == top}
+    assert f"(validation accuracy {100 * top:.1f}%)" in out
+    config = json.loads((folders[0] / "config.json").read_text())
+    assert (config["objective"], config["finetune"]) == ("behavioral", "full")
+    # Run again: every configuration is found finished and none trains.
+    stamps = {f: (f / "metrics.jsonl").stat().st_mtime_ns for f in folders}
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert out.count("finished earlier with the same request; skipped") == 16
+    assert stamps == {f: (f / "metrics.jsonl").stat().st_mtime_ns for f in folders}
