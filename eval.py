@@ -18,8 +18,7 @@ import sys
 
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
-from clip_min.report import attribute, blv, evaluate, export, prefer, score, table1, table3
-from clip_min.train import search
+from clip_min.report import attribute, blv, evaluate, export, prefer, score, search, table1, table3
 
 # The modules that add subcommands, each through add_commands(subparsers), in the order --help lists them.
 COMMAND_MODULES = (evaluate, blv, score, export, table1, attribute, table3, search, prefer)

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                                 argument_default=argparse.SUPPRESS)
     p.add_argument("--objective", choices=["clip", "behavioral", "iit-das", "joint"])
     p.add_argument("--finetune", choices=["lora", "full"])
-    p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 64 behavioral, 128 iit-das/joint)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 64 behavioral, 128 iit-das/joint; toy: 64)")
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha; scaling = alpha / r (default: r)")
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-targets", choices=["qv", "attn", "all-linear"])

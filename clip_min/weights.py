@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from . import torchscript
+from clip_min import torchscript
 from clip_min.files import atomic_save
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.tokenizer import EOT

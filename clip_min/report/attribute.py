@@ -130,8 +130,7 @@ def attribute_command(args) -> int:
     if args.mediated:
         if loaded.rotation is None:
             raise ValueError("--mediated needs the DAS rotation of an IIT-DAS or joint run: pass --run such a run folder")
-        kinds.append(("mediated IG", (loaded.rotation.R.detach(), int(loaded.config["layer"]),
-                                      int(loaded.config["intervention_size"]))))
+        kinds.append(("mediated IG", loaded.das_site()))
     autocast, _ = mixed_precision(args.amp, device)
     resolution = model.config.image_resolution
     with torch.no_grad(), autocast():

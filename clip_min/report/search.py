@@ -20,9 +20,9 @@ import itertools
 import json
 from pathlib import Path
 
-from . import pipeline
-from ..report.selection import read_metrics
-from .config import TrainConfig
+from ..train import pipeline
+from ..train.config import TrainConfig
+from .selection import read_metrics
 
 LEARNING_RATES = (5e-7, 1e-6, 5e-6, 1e-5)  # ours: the paper gives none for its lr search
 GRIDS = {
@@ -53,9 +53,13 @@ def configurations(grid: str, toy: bool, objective: str) -> list[dict]:
     return [dict(fixed, **dict(zip(names, combo))) for combo in itertools.product(*values)]
 
 
+def shown(value) -> str:
+    """A grid value as folder names and the table show it: floats in %g form (0.0001, 5e-07, 0)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def folder_name(fields: dict, axes: list[str]) -> str:
-    return "_".join(f"{SHORT[name]}{fields[name]:g}" if isinstance(fields[name], float) else f"{SHORT[name]}{fields[name]}"
-                    for name in axes)
+    return "_".join(f"{SHORT[name]}{shown(fields[name])}" for name in axes)
 
 
 def best_val_accuracy(folder: Path) -> tuple[float, int]:
@@ -77,21 +81,20 @@ def search_command(args) -> int:
     rows = []
     for fields in configurations(args.grid, toy, args.objective):
         folder = Path(args.out) / args.grid / folder_name(fields, axes)
+        config = TrainConfig(**options, **fields, out=str(folder))
         request = json.dumps({**options, **fields}, sort_keys=True)
-        stamp = folder / "search_request.json"
-        if (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request:
+        if pipeline.finished(config, request, "search_request.json"):
             print(f"{folder}: finished earlier with the same request; skipped")
         else:
             print(f"\n=== {args.grid} search: {folder_name(fields, axes)} -> {folder}")
-            pipeline.run(TrainConfig(**options, **fields, out=str(folder)))
-            stamp.write_text(request)
+            pipeline.run_stamped(config, request, "search_request.json")
         rows.append((fields, folder, *best_val_accuracy(folder)))
     chosen = max(rows, key=lambda row: row[2])  # max keeps the first of a tie
     header = axes + ["best val acc.", "at step", "run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for fields, folder, accuracy, step in rows:
         mark = " (chosen)" if fields is chosen[0] else ""
-        lines.append("| " + " | ".join([f"{fields[a]:g}" if isinstance(fields[a], float) else str(fields[a]) for a in axes]
+        lines.append("| " + " | ".join([shown(fields[a]) for a in axes]
                                        + [f"{100 * accuracy:.1f}{mark}", str(step), str(folder)]) + " |")
     print(f"\nAppendix B, {args.grid} search ({len(rows)} configurations; validation preference accuracy, percent)\n")
     print("\n".join(lines))

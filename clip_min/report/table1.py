@@ -15,8 +15,7 @@ from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
 from ..train.config import TrainConfig
 from ..train.device import mixed_precision, resolve_device
-from ..train.runs import LoadedRun, load_run, read_run_config
-from ..weights import load_clip
+from ..train.runs import LoadedRun, load_model, load_run, read_run_config
 from . import table3
 from .blv import blv_cells
 from .figures import figure_training, figure_tradeoff
@@ -40,7 +39,7 @@ def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: st
     bases = {read_run_config(run.folder).get("weights") for run in runs}
     if len(bases) == 1 and None not in bases:
         base = bases.pop()
-        found["base"] = correlations(LoadedRun(load_clip(base, device), None, {"weights": base}, Path(base)))
+        found["base"] = correlations(load_model(base, None, device))
     return found
 
 
@@ -102,16 +101,13 @@ def table_command(args) -> int:
                    device=args.device, amp=args.amp)
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
-        folder = Path(config.out)
         # "selected": runs from before training kept the selected step are trained again.
         request = json.dumps({**options, "seed": config.seed, "selected": True}, sort_keys=True)
-        stamp = folder / "table_request.json"
-        if (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request:
-            print(f"{folder}: finished earlier with the same options; reused (delete it to train again)")
+        if pipeline.finished(config, request, "table_request.json"):
+            print(f"{config.out}: finished earlier with the same options; reused (delete it to train again)")
             continue
-        print(f"\n=== {setting_label((config.objective, config.finetune))}, seed {config.seed} -> {folder}")
-        pipeline.run(config)
-        stamp.write_text(request)
+        print(f"\n=== {setting_label((config.objective, config.finetune))}, seed {config.seed} -> {config.out}")
+        pipeline.run_stamped(config, request, "table_request.json")
     runs = [read_run(config.out, args.a) for config in configs]
     report(runs, args.a, args.out)
     folders = {(c.objective, c.finetune, c.seed): c.out for c in configs}

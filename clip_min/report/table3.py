@@ -18,7 +18,6 @@ import argparse
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -27,28 +26,12 @@ from ..data.concadia import DataError, Example, read_concadia
 from ..data.norms import load_norms
 from ..images import load_image, preprocess
 from ..tokenizer import tokenize
-from ..train.runs import LoadedRun, load_run
-from ..weights import load_clip
+from ..train.runs import LoadedRun, load_model, load_run
 from .attribute import decodable
 from .correlation import correlate_with_norms
 from .selection import format_interval, mean_interval, setting_label
 
 MEDIATIONS = ("none", "through the site", "around it")
-
-
-@dataclass(frozen=True)
-class Site:
-    """Where Eq. 7 routes the gradient: a run's rotation, block and k."""
-
-    R: torch.Tensor  # (width, width)
-    layer: int
-    k: int
-
-
-def site_of(loaded: LoadedRun) -> Site | None:
-    if loaded.rotation is None:
-        return None
-    return Site(loaded.rotation.R.detach(), int(loaded.config["layer"]), int(loaded.config["intervention_size"]))
 
 
 def rated_words(text: str, norms: dict[str, dict[str, float]]) -> list[str]:
@@ -75,7 +58,7 @@ def sample_texts(examples: list[Example], norms: dict[str, dict[str, float]], n:
 
 
 def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], norms: dict[str, dict[str, float]],
-                       site: Site | None, steps: int, device: str) -> dict[str, dict[str, float | None]]:
+                       site: tuple[torch.Tensor, int, int] | None, steps: int, device: str) -> dict[str, dict[str, float | None]]:
     """{mediation: {norm: Pearson r}} for one model over the pooled texts; mediations need a site."""
     model = loaded.model.eval()
     resolution = model.config.image_resolution
@@ -95,7 +78,8 @@ def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], nor
             if mediation == "none":
                 ig = integrated_gradients(model, image, tokens, steps)
             else:
-                ig = mediated_integrated_gradients(model, image, tokens, site.R.to(device), site.layer, site.k,
+                R, layer, k = site
+                ig = mediated_integrated_gradients(model, image, tokens, R.to(device), layer, k,
                                                    steps=steps, around=mediation == "around it")
             words += word_attributions(tokens[0].cpu(), ig.attributions[0])
         result[mediation] = {name: correlate_with_norms(words, ratings).pearson for name, ratings in norms.items()}
@@ -108,7 +92,7 @@ class Entry:
 
     label: str
     loaded: LoadedRun
-    site: Site | None
+    site: tuple[torch.Tensor, int, int] | None  # (R, block, k), from LoadedRun.das_site
 
 
 def table3(entries: list[Entry], picked, norms, steps: int, device: str) -> dict[str, dict[str, dict]]:
@@ -145,15 +129,15 @@ def format_table3(table: dict, norm_names: list[str], picked) -> str:
 def entries_for_runs(folders: list[str], rotation_from: str | None, device: str, step: str) -> list[Entry]:
     """The base model of the runs and each run, each with its own site or --rotation-from's."""
     loaded = [load_run(f, device, step) for f in folders]
-    borrowed = site_of(load_run(rotation_from, device, step)) if rotation_from else None
+    borrowed = load_run(rotation_from, device, step).das_site() if rotation_from else None
     bases = {run.config.get("weights") for run in loaded}
     if len(bases) != 1:
         raise ValueError("table3 --runs: the runs start from different base weights; give runs of one base")
     base = bases.pop()
-    entries = [Entry("CLIP (base)", LoadedRun(load_clip(base, device), None, {"weights": base}, Path(base)), borrowed)]
+    entries = [Entry("CLIP (base)", load_model(base, None, device), borrowed)]
     for run in loaded:
         label = setting_label((run.config.get("objective"), run.config.get("finetune")))
-        entries.append(Entry(label, run, site_of(run) or borrowed))
+        entries.append(Entry(label, run, run.das_site() or borrowed))
     return entries
 
 
@@ -199,9 +183,10 @@ def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int 
         iit = load_run(folders["iit-das", "lora", seed])
         behavioral = load_run(folders["behavioral", "lora", seed])
         base = behavioral.config["weights"]
-        entries += [Entry("CLIP (base)", LoadedRun(load_clip(base), None, {"weights": base}, Path(base)), site_of(iit)),
-                    Entry(setting_label(("behavioral", "lora")), behavioral, site_of(iit)),
-                    Entry(setting_label(("iit-das", "lora")), iit, site_of(iit))]
+        site = iit.das_site()
+        entries += [Entry("CLIP (base)", load_model(base, None), site),
+                    Entry(setting_label(("behavioral", "lora")), behavioral, site),
+                    Entry(setting_label(("iit-das", "lora")), iit, site)]
     return format_table3(table3(entries, picked, norms, steps, "cpu"), list(norms), picked)
 
 

@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import distributed
+from ..files import atomic_write_text
 from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
 from .runlock import own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
@@ -58,3 +59,19 @@ def _run(config: TrainConfig) -> dict:
         world, tasks = toy_world()
         base = toy_base(world)
     return finetune(config, base, world / "concadia", list(config.transfer) or tasks)
+
+
+# Commands that train many runs (eval.py table, eval.py search) leave in each run folder a stamp
+# holding the request that started it; run again after a stop, they keep the finished runs.
+def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
+    """Whether ``config.out`` holds a finished run that the same ``request`` started."""
+    folder = Path(config.out)
+    stamp = folder / stamp_name
+    return (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request
+
+
+def run_stamped(config: TrainConfig, request: str, stamp_name: str) -> dict:
+    """:func:`run`, then the stamp that :func:`finished` looks for."""
+    summary = run(config)
+    atomic_write_text(Path(config.out) / stamp_name, request)
+    return summary

@@ -37,6 +37,12 @@ class LoadedRun:
     folder: Path
     step: int | str | None = None  # the selected step's number, "last", or None for plain weights
 
+    def das_site(self) -> tuple[torch.Tensor, int, int] | None:
+        """Where Eq. 7 can route the gradient: (R, block, k) of the run's rotation; None without one."""
+        if self.rotation is None:
+            return None
+        return self.rotation.R.detach(), int(self.config["layer"]), int(self.config["intervention_size"])
+
 STEPS = ("selected", "last")  # which of a run's models: Appendix C's selected step, or the last
 
 
