@@ -162,7 +162,7 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(table1.pipeline, "run", fake_run)
     # The fake runs hold no model to attribute; Table 3 is asked for the right runs (tests/test_protocol.py tests it).
     asked = []
-    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds: asked.append((folders, seeds)) or "| table 3 |")
+    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds, **_: asked.append((folders, seeds)) or "| table 3 |")
     argv = ["table", "--toy", "--seeds", "2", "--out", "toy_table", "--max-steps", "30"]
     assert run_command(argv) == 0
     assert asked[0][1] == 2 and asked[0][0]["iit-das", "lora", 1] == str(Path("toy_table") / "iit-das-lora" / "seed1")
