@@ -175,7 +175,7 @@ def _integrate(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, 
         x = model.token_embedding(tokens[row, : eot + 1]).detach()  # (L, width)
         keep = torch.zeros(eot + 1, 1, dtype=x.dtype, device=x.device)
         keep[[0, eot]] = 1  # the start and end tokens stay as they are in x'
-        filler = model.token_embedding.weight[EOT].detach() if baseline == "eos" else torch.zeros_like(x[0])
+        filler = x[eot] if baseline == "eos" else torch.zeros_like(x[0])  # x[eot]: the end token's embedding
         x_prime = x * keep + filler * (1 - keep)  # (L, width)
         gradient_sum = torch.zeros_like(x, dtype=torch.float64)
         for chunk in torch.arange(steps).split(batch_size):
