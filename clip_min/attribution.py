@@ -157,6 +157,9 @@ def _integrate(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, 
                site: Site | None, batch_size: int, rule: str = "trapezoid", baseline: str = "zero") -> IGResult:
     """Eq. 6 (or Eq. 6 with Eq. 7's gradient when ``site`` is given) for each text of the batch.
 
+    ``rule`` picks the integral's points and weights (:func:`path_points`); ``baseline`` picks x'
+    ("zero": inner tokens zero; "eos": inner tokens the end token's embedding). C(x') and C(x) are
+    computed apart, at the two ends, since a Gauss-Legendre path has neither.
     The model should be in eval mode: dropout would make the path's points disagree.
     """
     if image_features.shape[0] == 1:

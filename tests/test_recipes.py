@@ -279,3 +279,15 @@ def test_the_searches_run_appendix_bs_grids():
     joint = configurations("joint", toy=False, objective="behavioral", finetune="full")
     assert [c["joint_alpha"] for c in joint] == [0.2, 0.3, 0.5, 0.7, 0.8]
     assert {(c["objective"], c["finetune"]) for c in joint} == {("joint", "full")}
+
+
+def test_an_authors_epoch_has_the_released_runs_step_counts():
+    # finetune_clip.py: 77,534 training images in batches of 6 -> 12,923 steps an epoch;
+    # run_iit_clip.py: 100,000 triplets, 200,000 one-way rows in batches of 12 -> 16,667.
+    real = dict(weights="w", data="d", recipe="authors", epochs=1)
+    behavioral = defaults(TrainConfig(objective="behavioral", **real), 12, 512)
+    iit = defaults(TrainConfig(objective="iit-das", **real), 12, 512)
+    assert loop.total_steps(behavioral, 77_534) == 12_923
+    assert loop.total_steps(iit, 77_534) == 16_667
+    paper = defaults(TrainConfig(objective="behavioral", weights="w", data="d", recipe="paper", epochs=1), 12, 512)
+    assert loop.total_steps(paper, 77_534) == 6_462  # 12 images a batch: half the authors' steps

@@ -185,7 +185,9 @@ def test_figure4_is_transfer_score_over_accuracy_with_the_selected_point(tmp_pat
 
     run = read_run(write_run(tmp_path / "run"))
     # From STEPS above: (validation accuracy, transfer score), the base (recovery 1) first.
-    assert tradeoff_curves([run]) == [pytest.approx([(0.50, 1.0), (0.70, 0.95), (0.80, 0.80), (0.82, 0.50)])]
+    (curve,) = tradeoff_curves([run])
+    assert [x for x, _ in curve] == pytest.approx([0.50, 0.70, 0.80, 0.82])
+    assert [y for _, y in curve] == pytest.approx([1.0, 0.95, 0.80, 0.50])
     path = figure_tradeoff([run], tmp_path / "figure4.png")
     # The panel is (70, 100)-(470, 400); x (accuracy, %) spans 50..82 and y (transfer, %) 50..100, each padded
     # by 8%. The selected step 20 sits at accuracy 80, transfer 80.
