@@ -291,3 +291,23 @@ def test_an_authors_epoch_has_the_released_runs_step_counts():
     assert loop.total_steps(iit, 77_534) == 16_667
     paper = defaults(TrainConfig(objective="behavioral", weights="w", data="d", recipe="paper", epochs=1), 12, 512)
     assert loop.total_steps(paper, 77_534) == 6_462  # 12 images a batch: half the authors' steps
+
+
+def test_table3_follows_the_runs_recipe_and_the_flags(setup, tmp_path, capsys):
+    from tiny import run_eval
+
+    out = tmp_path / "iit"
+    assert run_train(setup, setup["base"], out, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
+                     "--intervention-size", "32", "--iit-samples", "12") == 0
+    capsys.readouterr()
+    world = setup["world"]
+    common = ["table3", "--runs", out, "--norms", world / "norms" / "glasgow_norms.csv", "--n", "4", "--steps", "4",
+              "--device", "cpu"]
+    code, printed, err = run_eval(common, capsys)  # the run's recipe: the authors'
+    assert code == 0, err
+    assert "each unique BPE token's mean attribution of both texts of" in printed
+    assert "gauss-legendre, 4 points, baseline eos; mediation window: trained" in printed
+    code, printed, err = run_eval(common + ["--recipe", "paper", "--window", "authors"], capsys)
+    assert code == 0, err
+    assert "every rated word occurrence of 4 descriptions and 4 captions" in printed
+    assert "trapezoid, 4 points, baseline zero; mediation window: authors" in printed
