@@ -16,11 +16,11 @@ from pathlib import Path
 
 from ..data.transfer import PROMPT_CHOICES
 from ..model import CLIPConfig
+from ..rotation import ORTHOGONAL_MAPS
 
 OBJECTIVES = ("clip", "behavioral", "iit-das", "joint")
 IIT_OBJECTIVES = ("iit-das", "joint")  # the objectives with an intervention and a rotation
 RECIPES = ("authors", "paper")
-ORTHOGONAL_MAPS = ("cayley", "matrix_exp")  # clip_min.rotation.ORTHOGONAL_MAPS
 # random_state of the authors' fixed draws: the IIT-DAS triplets (run_iit_clip.py) and the 5,000
 # validation images (finetune_clip.py, run_iit_clip.py), the same for every seed.
 SAMPLE_SEED = 42
