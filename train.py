@@ -5,8 +5,9 @@
     python train.py --resume runs/latest                        # go on from the checkpoint, as configured
     torchrun --nproc_per_node=8 train.py ...                    # 8 processes share each batch
 
-Every flag is a field of clip_min.train.config.TrainConfig; unset ones take its defaults (the
-paper's). With --resume, unset ones take the run's saved configuration instead.
+Every flag is a field of clip_min.train.config.TrainConfig; unset ones take the defaults of the
+recipe (--recipe authors, the default with --weights and --data, or paper, the toy world's). With
+--resume, unset ones take the run's saved configuration instead.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     # the defaults and a resumed run can tell a flag given from one left to its saved value.
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
+    p.add_argument("--recipe", choices=["authors", "paper"],
+                   help="whose defaults: the authors' released runs (default with --weights/--data) or the paper's "
+                        "text (default on the toy world); docs/12-two-recipes.md")
     p.add_argument("--objective", choices=["clip", "behavioral", "iit-das", "joint"])
     p.add_argument("--finetune", choices=["lora", "full"])
-    p.add_argument("--lora-rank", type=int, help="LoRA rank r (default 64 behavioral, 128 iit-das/joint; toy: 64)")
+    p.add_argument("--lora-rank", type=int, help="LoRA rank r (authors: 128 behavioral, 64 iit-das/joint; paper: 64 and "
+                                                 "128; toy: 64)")
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha; scaling = alpha / r (default: r)")
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-targets", choices=["qv", "attn", "all-linear"])
@@ -49,7 +54,19 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--trade-off-a", type=float,
                    help="a in Appendix C's a * accuracy + (1 - a) * transfer score, which selects the step kept")
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="rows per step (authors: 6 images behavioral, 12 one-way rows "
+                                                  "iit-das/joint; paper: 12 images)")
+    p.add_argument("--iit-rows", choices=["pairs", "one-way"],
+                   help="an IIT-DAS row: one image with both directions (paper) or one direction (authors)")
+    p.add_argument("--triplets", choices=["stream", "fixed"],
+                   help="IIT-DAS triplets: the reshuffled split (paper) or one draw with replacement, seed 42, for "
+                        "every seed and epoch (authors)")
+    p.add_argument("--val-images", type=int,
+                   help="validation images drawn once with seed 42 (authors: 5000); 0: the whole split (paper)")
+    p.add_argument("--logit-scale", choices=["fixed", "trained"],
+                   help="full fine-tuning: keep the temperature fixed (paper) or train it (authors)")
+    p.add_argument("--orthogonal-map", choices=["cayley", "matrix_exp"],
+                   help="the rotation's map (authors: matrix_exp; paper: cayley)")
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
@@ -57,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--data", help="Concadia folder (wiki_split.json and resized/); default: the toy world")
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
     p.add_argument("--transfer", nargs="*", help="transfer task folders (Food-101, CIFAR-100 or ImageNet layout)")
-    p.add_argument("--prompt", choices=["paper", "photo", "picture"], help="zero-shot prompt template")
+    p.add_argument("--prompt", choices=["paper", "photo", "picture", "authors"],
+                   help="zero-shot prompts (paper: 'An image of {}'; authors: each task's, see transfer.AUTHORS_PROMPTS)")
     p.add_argument("--out", help="run folder (default runs/latest, or the --resume folder)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
     p.add_argument("--checkpoint-every", type=int,

@@ -17,6 +17,13 @@ Choices made here (ours; each is one line of code below if you prefer another):
 - The integral is the trapezoid rule on ``steps`` evenly spaced t in [0, 1], run as batches
   of up to ``batch_size`` points. 256 points keep completeness within 1% on the models we tried; the attribute command
   prints the gap so you can raise --steps when it is not.
+
+The authors' choices (ig.py, captum's LayerIntegratedGradients) are options beside ours:
+``rule="gauss-legendre"`` integrates at ``steps`` Gauss-Legendre points (they use 50), and
+``baseline="eos"`` gives every token between the start and the end the end token's embedding
+(their baseline [BOS, EOS, ..., EOS] of the text's length; their padding id is the end token).
+Their baseline is the embedding layer's output, token plus position, but the positions are the
+same in x and x', so the difference x - x' and every attribution are the same as here.
 - A token's attribution is the sum of IG_i over its embedding dimensions; a word's is the sum
   over its BPE pieces.
 
@@ -73,6 +80,7 @@ class Site:
     layer: int  # 0-based text block whose output holds H
     k: int  # size of H
     carry: str  # "mediated": gradient through H only; "around": through everything but H
+    start: int = 0  # H is rotated coordinates [start, start + k): ours 0, the authors' ig.py 128 (of k = 256)
 
 
 def route_gradient(h: torch.Tensor, eot: torch.Tensor, site: Site) -> torch.Tensor:
@@ -83,7 +91,7 @@ def route_gradient(h: torch.Tensor, eot: torch.Tensor, site: Site) -> torch.Tens
     """
     rows = torch.arange(h.shape[0], device=h.device)
     h_eot = h[rows, eot]  # (N, width)
-    R_k = site.R[:, : site.k].to(h.dtype)  # (width, k)
+    R_k = site.R[:, site.start : site.start + site.k].to(h.dtype)  # (width, k)
     moving = h_eot - h_eot.detach()  # zero-valued, but carries h_eot's gradient
     through_H = (moving @ R_k) @ R_k.T  # (N, width), zero-valued; passes back P times its gradient
     if site.carry == "mediated":
@@ -117,10 +125,41 @@ def trapezoid(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return t, weights
 
 
+def gauss_legendre(points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Gauss-Legendre nodes t (points,) in (0, 1) and weights (points,) summing to 1, in float64.
+
+    The nodes are the roots of the Legendre polynomial P_n: the eigenvalues of its Jacobi matrix,
+    tridiagonal with off-diagonal j / \sqrt{4 j^2 - 1} (Golub and Welsch 1969); each weight on
+    [-1, 1] is 2 v_0^2 for the first entry v_0 of the node's unit eigenvector. [-1, 1] maps to
+    [0, 1] by t = (x + 1) / 2, which halves the weights.
+    """
+    if points < 1:
+        raise ValueError(f"points must be at least 1, got {points}")
+    j = torch.arange(1, points, dtype=torch.float64)
+    off = j / torch.sqrt(4 * j**2 - 1)
+    jacobi = torch.diag(off, 1) + torch.diag(off, -1)  # (points, points)
+    x, vectors = torch.linalg.eigh(jacobi)
+    return (x + 1) / 2, vectors[0] ** 2  # (2 v_0^2) / 2
+
+
+RULES = ("trapezoid", "gauss-legendre")
+BASELINES = ("zero", "eos")
+
+
+def path_points(rule: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integral's points t and weights, each (steps,) float64, by ``rule``."""
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r}: use one of {', '.join(RULES)}")
+    return trapezoid(steps) if rule == "trapezoid" else gauss_legendre(steps)
+
+
 def _integrate(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, steps: int,
-               site: Site | None, batch_size: int) -> IGResult:
+               site: Site | None, batch_size: int, rule: str = "trapezoid", baseline: str = "zero") -> IGResult:
     """Eq. 6 (or Eq. 6 with Eq. 7's gradient when ``site`` is given) for each text of the batch.
 
+    ``rule`` picks the integral's points and weights (:func:`path_points`); ``baseline`` picks x'
+    ("zero": inner tokens zero; "eos": inner tokens the end token's embedding). C(x') and C(x) are
+    computed apart, at the two ends, since a Gauss-Legendre path has neither.
     The model should be in eval mode: dropout would make the path's points disagree.
     """
     if image_features.shape[0] == 1:
@@ -128,7 +167,9 @@ def _integrate(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, 
     if image_features.shape[0] != tokens.shape[0]:
         raise ValueError(f"one image per text, or one image for all: got {image_features.shape[0]} "
                          f"images and {tokens.shape[0]} texts")
-    t, weights = trapezoid(steps)
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline {baseline!r}: use one of {', '.join(BASELINES)}")
+    t, weights = path_points(rule, steps)
     image_features = image_features.detach()
     attributions = torch.zeros(tokens.shape, dtype=torch.float32)
     scores, baseline_scores = [], []
@@ -137,36 +178,39 @@ def _integrate(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, 
         x = model.token_embedding(tokens[row, : eot + 1]).detach()  # (L, width)
         keep = torch.zeros(eot + 1, 1, dtype=x.dtype, device=x.device)
         keep[[0, eot]] = 1  # the start and end tokens stay as they are in x'
-        baseline = x * keep  # (L, width)
+        filler = x[eot] if baseline == "eos" else torch.zeros_like(x[0])  # x[eot]: the end token's embedding
+        x_prime = x * keep + filler * (1 - keep)  # (L, width)
         gradient_sum = torch.zeros_like(x, dtype=torch.float64)
-        ends = {}
         for chunk in torch.arange(steps).split(batch_size):
             alpha = t[chunk].to(x.device, x.dtype)[:, None, None]  # (n, 1, 1)
-            path = (baseline + alpha * (x - baseline)).requires_grad_(True)  # (n, L, width)
+            path = (x_prime + alpha * (x - x_prime)).requires_grad_(True)  # (n, L, width)
             ends_at = torch.full((len(chunk),), eot, device=x.device)
             features = text_features_from_embeddings(model, path, ends_at, site)
             c = score(image_features[row].expand(len(chunk), -1), features.float(), model.logit_scale)  # (n,)
             (grad,) = torch.autograd.grad(c.sum(), path)  # (n, L, width)
             gradient_sum += (weights[chunk].to(x.device)[:, None, None] * grad.double()).sum(0)
-            for position, index in enumerate(chunk.tolist()):
-                if index in (0, steps - 1):
-                    ends[index] = float(c[position].detach())
-        attributions[row, : eot + 1] = ((x - baseline).double() * gradient_sum).sum(-1).float().cpu()
-        baseline_scores.append(ends[0])
-        scores.append(ends[steps - 1])
+        attributions[row, : eot + 1] = ((x - x_prime).double() * gradient_sum).sum(-1).float().cpu()
+        with torch.no_grad():  # C(x') and C(x), which the attributions share out (Gauss-Legendre has no end points)
+            ends_at = torch.full((2,), eot, device=x.device)
+            features = text_features_from_embeddings(model, torch.stack([x_prime, x]), ends_at)
+            c_ends = score(image_features[row].expand(2, -1), features.float(), model.logit_scale)
+        baseline_scores.append(float(c_ends[0]))
+        scores.append(float(c_ends[1]))
     return IGResult(attributions, torch.tensor(scores), torch.tensor(baseline_scores))
 
 
 def integrated_gradients(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor,
-                         steps: int = DEFAULT_STEPS, batch_size: int = 64) -> IGResult:
+                         steps: int = DEFAULT_STEPS, batch_size: int = 64, rule: str = "trapezoid",
+                         baseline: str = "zero") -> IGResult:
     """Eq. 6: IG of C(im, text) over each text's token embeddings; tokens (B, context), images (B or 1, D)."""
-    return _integrate(model, image_features, tokens, steps, None, batch_size)
+    return _integrate(model, image_features, tokens, steps, None, batch_size, rule, baseline)
 
 
 def mediated_integrated_gradients(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, R: torch.Tensor,
                                   layer: int, k: int, steps: int = DEFAULT_STEPS, around: bool = False,
-                                  batch_size: int = 64) -> IGResult:
-    """Eq. 7 inside Eq. 6: IG through H (the first k coordinates of h R at block ``layer``'s end token).
+                                  batch_size: int = 64, start: int = 0, rule: str = "trapezoid",
+                                  baseline: str = "zero") -> IGResult:
+    """Eq. 7 inside Eq. 6: IG through H (rotated coordinates [start, start + k) of h R at block ``layer``'s end token).
 
     ``around=True`` gives the complement: IG through every other path. The two add up to
     :func:`integrated_gradients`.
@@ -176,10 +220,18 @@ def mediated_integrated_gradients(model: CLIP, image_features: torch.Tensor, tok
         raise ValueError(f"R must be {width} x {width} (the text width), got {tuple(R.shape)}")
     if not 0 <= layer < layers:
         raise ValueError(f"layer must be in 0..{layers - 1} (a 0-based text block), got {layer}")
-    if not 0 <= k <= width:
-        raise ValueError(f"k must be in 0..{width}, got {k}")
-    site = Site(R.detach(), layer, k, "around" if around else "mediated")
-    return _integrate(model, image_features, tokens, steps, site, batch_size)
+    if not (0 <= k <= width and 0 <= start <= width - k):
+        raise ValueError(f"the window [{start}, {start + k}) must lie in the {width} rotated coordinates")
+    site = Site(R.detach(), layer, k, "around" if around else "mediated", start)
+    return _integrate(model, image_features, tokens, steps, site, batch_size, rule, baseline)
+
+
+def token_attributions(ids: torch.Tensor | list[int], attributions: torch.Tensor | list[float]) -> list[tuple[str, float]]:
+    """(token, attribution) for each BPE piece of one text, "</w>" stripped, start, end and padding left out (ig.py's unit)."""
+    pieces = get_tokenizer().token_pieces([int(i) for i in ids])
+    values = [float(a) for a in attributions]
+    end = [int(i) for i in ids].index(EOT)
+    return [(pieces[p].replace("</w>", ""), values[p]) for p in range(1, end)]
 
 
 def word_attributions(ids: torch.Tensor | list[int], attributions: torch.Tensor | list[float]) -> list[tuple[str, float]]:

@@ -68,6 +68,23 @@ def interchange_features(
     return plain[:n], plain[n:], patched[:n], patched[n:]
 
 
+def one_way_features(
+    model: CLIP, rotation: Rotation, base_tokens: torch.Tensor, source_tokens: torch.Tensor, layer: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of base, source, and base with Y from source (Eq. 4 one way), each (B, embed_dim).
+
+    The authors' one-way rows: each row patches its base only. The gradient flows through the
+    source's run too, as in theirs.
+    """
+    _check(model, rotation, base_tokens, source_tokens, layer, k)
+    n = base_tokens.shape[0]
+    site, finish = _run_to_site_and_back(model, torch.cat([base_tokens, source_tokens]), layer)
+    # The sources keep their own state, so their "patched" run repeats their plain one, unused.
+    new_site = torch.cat([interchange(site[:n], site[n:], rotation.R, k), site[n:]])  # (2B, width)
+    plain, patched = finish(new_site)
+    return plain[:n], plain[n:], patched[:n]
+
+
 def _run_to_site_and_back(model: CLIP, tokens: torch.Tensor, layer: int):
     """Run texts (N, context) to the site: their states there (N, width), and ``finish``.
 

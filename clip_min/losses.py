@@ -64,6 +64,16 @@ def iit_loss(
             + iit_loss_description_base(c_des=c_des, c_des_with_cap=c_des_with_cap)) / 2
 
 
+def iit_loss_rows(*, c_base: torch.Tensor, c_base_with_source: torch.Tensor, caption_base: torch.Tensor) -> torch.Tensor:
+    """Eqs. 2 and 3 row by row (the authors' one-way rows): CE over [C(base), DII], mean over the rows.
+
+    A row whose base is the caption (``caption_base`` True) is Eq. 2, target the intervened score;
+    one whose base is the description is Eq. 3, target the base's own score.
+    """
+    logits = torch.stack([c_base, c_base_with_source], dim=-1)  # (B, 2)
+    return F.cross_entropy(logits, caption_base.long())
+
+
 def joint_loss(*, l_iit: torch.Tensor, l_behavioral: torch.Tensor, a: float) -> torch.Tensor:
     r"""Eq. 5: \mathcal{L}_{joint} = a \mathcal{L}_{IIT} + (1 - a) \mathcal{L}_{behavioral}."""
     if not 0.0 <= a <= 1.0:

@@ -1,4 +1,4 @@
-"""clip_min.train.config: the paper's defaults (Appendix B), the toy world's, and the checks where input enters."""
+"""clip_min.train.config: the two recipes' defaults (Appendix B; the released runs), the toy world's, and the checks."""
 
 import pytest
 
@@ -14,12 +14,33 @@ def real(**fields) -> TrainConfig:
 
 @pytest.mark.parametrize("objective, rank, lr", [("behavioral", 64, 5e-7), ("iit-das", 128, 1e-5), ("joint", 128, 1e-5)])
 def test_paper_defaults_are_appendix_b(objective, rank, lr):
-    config = defaults(real(objective=objective), text_layers=12, text_width=512)
+    config = defaults(real(objective=objective, recipe="paper"), text_layers=12, text_width=512)
     assert (config.lora_rank, config.lora_alpha, config.lr) == (rank, float(rank), lr)
     assert (config.layer, config.intervention_size, config.epochs) == (10, 256, 10)
     assert config.iit_samples == (None if objective == "behavioral" else 100_000)
     assert config.rotation_lr == (None if objective == "behavioral" else lr)
     assert config.checkpoint_every == config.eval_every
+
+
+@pytest.mark.parametrize("objective, finetune, rank, lr, batch", [
+    ("behavioral", "full", 128, 5e-6, 6), ("behavioral", "lora", 128, 1e-5, 6),  # seeds_bft_fft.sh, seeds_bft_lora.sh
+    ("iit-das", "full", 64, 1e-5, 12), ("iit-das", "lora", 64, 1e-5, 12),  # seeds_das_fft.sh, seeds_das_lora.sh
+])
+def test_authors_defaults_are_the_released_scripts_and_the_default_on_real_data(objective, finetune, rank, lr, batch):
+    config = defaults(real(objective=objective, finetune=finetune), text_layers=12, text_width=512)
+    assert config.recipe == "authors"
+    assert (config.lora_rank, config.lora_alpha, config.lr, config.batch_size) == (rank, float(rank), lr, batch)
+    assert (config.layer, config.intervention_size, config.epochs) == (10, 256, 10)
+    assert (config.iit_rows, config.triplets, config.val_images) == ("one-way", "fixed", 5000)
+    assert (config.logit_scale, config.orthogonal_map, config.prompt) == ("trained", "matrix_exp", "authors")
+
+
+def test_the_toy_default_is_the_paper_recipe_and_authors_keeps_the_toy_rates():
+    paper = defaults(TrainConfig(objective="behavioral"), text_layers=3, text_width=64)
+    authors = defaults(TrainConfig(objective="behavioral", recipe="authors"), text_layers=3, text_width=64)
+    assert (paper.recipe, paper.batch_size, paper.prompt, paper.orthogonal_map) == ("paper", 12, "paper", "cayley")
+    assert (authors.recipe, authors.batch_size, authors.prompt) == ("authors", 6, "authors")
+    assert (authors.lr, authors.lora_rank, authors.epochs) == (paper.lr, paper.lora_rank, paper.epochs) == (3e-4, 64, 1)
 
 
 def test_toy_defaults_follow_the_model_shape_and_given_fields_win():

@@ -92,7 +92,7 @@ def test_the_paper_defaults_read_back_from_a_real_data_run(setup, tmp_path, caps
     torch.manual_seed(0)
     save_clip(CLIP(replace(TINY, text_width=128, text_heads=2)), tmp_path / "wide.pt")
     common = ["--weights", tmp_path / "wide.pt", "--data", world / "concadia", "--device", "cpu", "--amp", "off",
-              "--max-steps", "1", "--eval-every", "1", "--batch-size", "6"]
+              "--max-steps", "1", "--eval-every", "1", "--batch-size", "6", "--recipe", "paper"]
     for objective, lr, rank in (("behavioral", 5e-7, 64), ("iit-das", 1e-5, 128), ("joint", 1e-5, 128)):
         out = tmp_path / objective
         site = ["--layer", "0", "--intervention-size", "32"] if objective != "behavioral" else []  # a 2-block tower
@@ -110,7 +110,7 @@ def test_the_paper_defaults_read_back_from_a_real_data_run(setup, tmp_path, caps
 def test_rotation_lr_and_iit_samples_shape_the_run(setup, tmp_path, capsys):
     out = tmp_path / "iit"
     argv = flags(setup, out, objective="iit-das", layer=0, intervention_size=32, lr=1e-3, rotation_lr=0.25,
-                 iit_samples=12, epochs=2, max_steps=100, eval_every=2)
+                 iit_samples=12, epochs=2, max_steps=100, eval_every=2, recipe="paper")
     assert train.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4  # 2 epochs of 12 triplets, 6 a batch
@@ -151,7 +151,7 @@ def test_the_behavioral_search_trains_each_configuration_once_and_chooses_the_be
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     folders = sorted((tmp_path / "behavioral").iterdir())
-    assert len(folders) == 16  # Appendix B: 4 learning rates x L2 in {0, 0.1, 0.01, 0.001}
+    assert len(folders) == 32  # Appendix B: 8 learning rates x L2 in {0, 0.1, 0.01, 0.001}
     best = {f: max(r["val_accuracy"] for r in metrics(f) if r["step"] > 0) for f in folders}
     top = max(best.values())
     chosen = next(line for line in out.splitlines() if "(chosen)" in line)
@@ -163,5 +163,5 @@ def test_the_behavioral_search_trains_each_configuration_once_and_chooses_the_be
     stamps = {f: (f / "metrics.jsonl").stat().st_mtime_ns for f in folders}
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert out.count("finished earlier with the same request; skipped") == 16
+    assert out.count("finished earlier with the same request; skipped") == 32
     assert stamps == {f: (f / "metrics.jsonl").stat().st_mtime_ns for f in folders}

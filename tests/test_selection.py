@@ -162,7 +162,7 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(table1.pipeline, "run", fake_run)
     # The fake runs hold no model to attribute; Table 3 is asked for the right runs (tests/test_protocol.py tests it).
     asked = []
-    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds: asked.append((folders, seeds)) or "| table 3 |")
+    monkeypatch.setattr(table3, "toy_table3", lambda folders, seeds, **_: asked.append((folders, seeds)) or "| table 3 |")
     argv = ["table", "--toy", "--seeds", "2", "--out", "toy_table", "--max-steps", "30"]
     assert run_command(argv) == 0
     assert asked[0][1] == 2 and asked[0][0]["iit-das", "lora", 1] == str(Path("toy_table") / "iit-das-lora" / "seed1")
@@ -178,3 +178,20 @@ def test_table_trains_four_settings_per_seed(tmp_path, monkeypatch, capsys):
     assert len(trained) == 8 and "reused" in capsys.readouterr().out
     with pytest.raises(ValueError, match="pass --toy"):
         run_command(["table", "--seeds", "2"])
+
+
+def test_figure4_is_transfer_score_over_accuracy_with_the_selected_point(tmp_path):
+    from clip_min.report.figures import tradeoff_curves
+
+    run = read_run(write_run(tmp_path / "run"))
+    # From STEPS above: (validation accuracy, transfer score), the base (recovery 1) first.
+    (curve,) = tradeoff_curves([run])
+    assert [x for x, _ in curve] == pytest.approx([0.50, 0.70, 0.80, 0.82])
+    assert [y for _, y in curve] == pytest.approx([1.0, 0.95, 0.80, 0.50])
+    path = figure_tradeoff([run], tmp_path / "figure4.png")
+    # The panel is (70, 100)-(470, 400); x (accuracy, %) spans 50..82 and y (transfer, %) 50..100, each padded
+    # by 8%. The selected step 20 sits at accuracy 80, transfer 80.
+    x = 70 + (80 - (50 - 2.56)) / (32 * 1.16) * 400
+    y = 400 - (80 - (50 - 4.0)) / (50 * 1.16) * 300
+    with Image.open(path) as image:
+        assert image.convert("RGB").getpixel((round(x), round(y))) == PALETTE[("behavioral", "lora")]

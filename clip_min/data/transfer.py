@@ -34,6 +34,11 @@ PROMPTS = {
     "photo": "a photo of a {}",
     "picture": "A picture of {}",
 }
+# "authors": each task's prompt in the released code, on the class names as the task ships them
+# (Food-101's underscores kept, ImageNet's first synonym): food101.py and imagenet1k.py
+# "A picture of {}", cifar100.py "a photo of a {}".
+AUTHORS_PROMPTS = {"food101": PROMPTS["picture"], "imagenet": PROMPTS["picture"], "cifar100": PROMPTS["photo"]}
+PROMPT_CHOICES = (*PROMPTS, "authors")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,16 @@ class TransferTask:
     image_paths: list[Path]  # empty when the images are held in ``pixels``
     labels: list[int]  # index into classes, one per image
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, H, W, 3) uint8 (CIFAR)
+    layout: str = "food101"  # the released layout it was read from: food101, cifar100 or imagenet
+    raw_classes: list[str] | None = None  # the class names exactly as the release spells them; None: as classes
+
+
+def class_prompts(task: TransferTask, prompt: str) -> list[str]:
+    """One prompt per class: a PROMPTS template on the readable names, the authors' per-task one, or a template."""
+    if prompt == "authors":
+        return [AUTHORS_PROMPTS[task.layout].format(name) for name in task.raw_classes or task.classes]
+    template = PROMPTS.get(prompt, prompt)
+    return [template.format(name) for name in task.classes]
 
 
 def read_food101_layout(root: str | Path, split: str = "test", name: str | None = None) -> TransferTask:
@@ -67,7 +82,7 @@ def read_food101_layout(root: str | Path, split: str = "test", name: str | None 
         paths.append(root / "images" / f"{entry}.jpg")
         labels.append(index[folder])
     classes = [folder.replace("_", " ") for folder in folders]
-    return TransferTask(name or root.name, classes, paths, labels)
+    return TransferTask(name or root.name, classes, paths, labels, layout="food101", raw_classes=folders)
 
 
 def read_task(path: str | Path, split: str = "test") -> TransferTask:
@@ -119,7 +134,8 @@ def read_cifar100(root: str | Path, split: str = "test", name: str = "cifar100")
                         f"(first {outside[0]!r}); the split and meta files do not belong together, re-download them")
     pixels = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3, 32, 32) -> (N, 32, 32, 3)
     classes = [n.replace("_", " ") for n in names]
-    return TransferTask(name, classes, [], [int(label) for label in labels], np.ascontiguousarray(pixels))
+    return TransferTask(name, classes, [], [int(label) for label in labels], np.ascontiguousarray(pixels),
+                        layout="cifar100", raw_classes=names)
 
 
 try:  # numpy 2 renamed numpy.core to numpy._core
@@ -196,7 +212,7 @@ def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTa
             labels.append(index[folder.name])
     if not paths:
         raise DataError(f"{root}: the class folders hold no .JPEG/.jpg/.png images")
-    return TransferTask(name, classes, paths, labels)
+    return TransferTask(name, classes, paths, labels, layout="imagenet")
 
 
 def encode_task(model: CLIP, task: TransferTask, weights_id: str, device: str = "cpu", autocast=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,8 +47,8 @@ class Correlation:
 
     pearson: float | None  # None when fewer than 3 words, or no spread
     spearman: float | None
-    n: int  # word occurrences rated by the norm
-    missing: int  # word occurrences (letters only) the norm does not rate
+    n: int  # word occurrences (or, correlate_tokens, unique tokens) rated by the norm
+    missing: int  # word occurrences (unique tokens), letters only, the norm does not rate
 
 
 def correlate_with_norms(words: list[tuple[str, float]], norms: dict[str, float]) -> Correlation:
@@ -71,6 +71,23 @@ def correlate_with_norms(words: list[tuple[str, float]], norms: dict[str, float]
         return Correlation(None, None, len(pairs), missing)
     pearson, _, spearman, _ = pearson_spearman(a, r)
     return Correlation(pearson, spearman, len(pairs), missing)
+
+
+def correlate_tokens(tokens: list[tuple[str, float]], norms: dict[str, float]) -> Correlation:
+    """The authors' Table 3 unit (ig.py): each unique token's mean attribution over all its occurrences,
+    correlated with the norm across the unique tokens it rates (exact string match)."""
+    sums: dict[str, list[float]] = {}
+    for token, value in tokens:
+        sums.setdefault(token, []).append(value)
+    rated = [(float(np.mean(values)), norms[token]) for token, values in sums.items() if token in norms]
+    missing = sum(1 for token in sums if token not in norms and token.isalpha())
+    if len(rated) < 3:
+        return Correlation(None, None, len(rated), missing)
+    a, r = np.array(rated).T
+    if np.ptp(a) == 0 or np.ptp(r) == 0:
+        return Correlation(None, None, len(rated), missing)
+    pearson, _, spearman, _ = pearson_spearman(a, r)
+    return Correlation(pearson, spearman, len(rated), missing)
 
 
 def format_correlation_table(rows: list[tuple[str, str, dict[str, Correlation]]], norm_names: list[str]) -> str:

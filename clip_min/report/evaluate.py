@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from ..data.concadia import DataError
-from ..data.transfer import PROMPTS, class_text_features, encode_task, read_task, zero_shot_f1
+from ..data.transfer import (AUTHORS_PROMPTS, PROMPT_CHOICES, PROMPTS, class_prompts, class_text_features, encode_task,
+                             read_task, zero_shot_f1)
 from ..metrics import bootstrap_interval, preference_accuracy
 from ..train.evaluation import load_split, split_scores
 from .session import add_model_options, notes_to_stderr, open_model, print_json
@@ -36,7 +37,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", nargs="+", metavar="PATH",
                    help="task folders: Food-101, CIFAR-100 (python version) or ImageNet val in class folders; "
                         "default: the run's, else the toy world's")
-    p.add_argument("--prompt", default="paper", choices=sorted(PROMPTS), help="class prompt template (see transfer.PROMPTS)")
+    p.add_argument("--prompt", default="paper", choices=sorted(PROMPT_CHOICES),
+                   help="class prompt template (see transfer.PROMPTS; authors: each task's, on its raw class names)")
     p.add_argument("--split", default="test", help="Food-101 and CIFAR-100 split file (ImageNet folders are the split)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=transfer_command)
@@ -77,7 +79,7 @@ def transfer_command(args: argparse.Namespace) -> int:
         with notes_to_stderr():
             folders = toy_world()[1]
         print("no --task: measuring on the toy world's transfer tasks", file=sys.stderr)
-    template = PROMPTS[args.prompt]
+    template = PROMPTS.get(args.prompt, "authors: " + ", ".join(f"{k} {v!r}" for k, v in AUTHORS_PROMPTS.items()))
     results = {}
     for folder in folders:
         task = read_task(folder, args.split)
@@ -88,7 +90,7 @@ def transfer_command(args: argparse.Namespace) -> int:
             print(f"{task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out", file=sys.stderr)
         labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
         with session.autocast():
-            classes = class_text_features(session.model, task.classes, template, session.device)
+            classes = class_text_features(session.model, class_prompts(task, args.prompt), "{}", session.device)
         f1 = zero_shot_f1(features[ok].to(session.device), labels, classes.float())
         results[task.name] = {"macro_f1": f1, "images": len(labels), "classes": len(task.classes),
                               "undecodable": int((~ok).sum()), "path": str(folder)}

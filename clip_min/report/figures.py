@@ -1,8 +1,9 @@
 """Figures 3 and 4, drawn with PIL alone: each run's accuracy and its Appendix C trade-off over training.
 
-Figure 3 has a panel for the Concadia validation accuracy and one per transfer task, Figure 4
-the trade-off that picks each run's step (clip_min/report/selection.py); a line per run (seed),
-coloured by setting, with a dot at its selected step.
+Figure 3 has a panel for the Concadia validation accuracy and one per transfer task over the
+training steps; Figure 4, as the paper draws it, the transfer score over the Concadia accuracy,
+each run's evaluations joined in step order. A line per run (seed), coloured by setting, with a
+dot at the step Appendix C selects (clip_min/report/selection.py).
 """
 
 from __future__ import annotations
@@ -138,10 +139,33 @@ def figure_training(runs: list[RunLog], path: str | Path) -> Path:
     return _over_training(runs, path, panels, "Figure 3: accuracy over training")
 
 
+def tradeoff_curves(runs: list[RunLog]) -> list[list[tuple[float, float]]]:
+    """Figure 4's curves: per run, (Concadia validation accuracy, transfer score) of each evaluation, base first."""
+    return [[(s.accuracy, s.transfer_score) for s in [run.base] + run.steps if s.transfer_score is not None]
+            for run in runs]
+
+
 def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
-    """Figure 4: each run's Appendix C trade-off over the steps, with its selected (highest) point."""
-    panels = [("a * accuracy + (1 - a) * transfer score", "trade-off (x 100)", lambda s: s.trade_off)]
-    return _over_training(runs, path, panels, "Figure 4: the trade-off that selects each run's step")
+    """Figure 4: the transfer score (y) over the Concadia accuracy (x), a curve per run, its selected point dotted."""
+    colours = setting_colours(runs)
+    curves = tradeoff_curves(runs)
+    image = Image.new("RGB", (70 + 470 + 230, 40 + 440), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((20, 10), "Figure 4: transfer score over Concadia accuracy, a curve per run", fill=(0, 0, 0), font=_font(15))
+    xs = [100 * x for points in curves for x, _ in points] or [0.0, 100.0]
+    ys = [100 * y for points in curves for _, y in points] or [0.0, 100.0]
+    panel = Panel(draw, (70, 100, 470, 400), _limits(xs), _limits(ys), "transfer score vs. accuracy",
+                  "Concadia Desc>Cap accuracy (validation, %)", "transfer score (%)")
+    for run, points in zip(runs, curves):
+        panel.line([100 * x for x, _ in points], [100 * y for _, y in points], colours[run.setting])
+        best = run.best
+        if best.transfer_score is not None:
+            panel.dot(100 * best.accuracy, 100 * best.transfer_score, colours[run.setting], radius=5)
+    legend_x = 70 + 470
+    _legend(draw, legend_x, 100, [(setting_label(s), c) for s, c in colours.items()])
+    draw.text((legend_x, 100 + 22 * len(colours) + 10), "a curve per run (seed),\nin step order\ndot: its selected step",
+              fill=(60, 60, 60), font=_font(12))
+    return _save(image, path)
 
 
 def _save(image: Image.Image, path: str | Path) -> Path:

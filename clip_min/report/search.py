@@ -3,15 +3,17 @@
     behavioral   full fine-tuning of Eq. 1 over learning rate x L2
     iit-das      full fine-tuning of Eqs. 2-3 over learning rate x intervention block x intervention size
     lora         LoRA over rank x dropout x targets, at the full fine-tuning setting's learning rate
+    joint        Eq. 5 over its weight a
 
 Each configuration trains 5 epochs (Appendix B: "within 5 epochs") into a run folder of its own,
 OUT/<grid>/<name>; a configuration whose run finished with the same request is skipped, so a
 search that stopped goes on where it was. The chosen configuration is the one whose best
 validation preference accuracy over its evaluations is highest (the earliest listed on a tie).
 
-The paper names the L2, block, size, rank, dropout and target values searched, not the learning
-rates: ours are LEARNING_RATES. On the toy world the grids are small (TOY_GRIDS) and a run is one
-toy epoch, so a search takes minutes on a CPU.
+The grids are Appendix B's, learning rates included. ``--recipe`` sets everything a grid leaves
+alone (what a batch is, the draws, the prompts; see clip_min.train.config). On the toy world the
+grids are shrunk to what its small tower takes in minutes on a CPU (TOY_GRIDS), and a run is one
+toy epoch; the search says so when it starts.
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import json
 from pathlib import Path
 
 from ..train import pipeline
-from ..train.config import TrainConfig
+from ..train.config import RECIPES, TrainConfig
 from .selection import read_metrics
 
-LEARNING_RATES = (5e-7, 1e-6, 5e-6, 1e-5)  # ours: the paper gives none for its lr search
+# Appendix B, each axis as the paper lists it.
 GRIDS = {
-    "behavioral": dict(objective="behavioral", finetune="full", axes=dict(lr=LEARNING_RATES, l2=(0.0, 0.1, 0.01, 0.001))),
+    "behavioral": dict(objective="behavioral", finetune="full",
+                       axes=dict(lr=(1e-3, 5e-4, 1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7), l2=(0.0, 0.1, 0.01, 0.001))),
     "iit-das": dict(objective="iit-das", finetune="full",
-                    axes=dict(lr=LEARNING_RATES, layer=(6, 8, 10), intervention_size=(32, 64, 128, 256))),
+                    axes=dict(lr=(1e-5, 5e-6, 1e-6), layer=(6, 8, 10), intervention_size=(32, 64, 128, 256))),
     "lora": dict(objective=None, finetune="lora",
                  axes=dict(lora_rank=(8, 16, 32, 64, 128), lora_dropout=(0.0, 0.1, 0.01),
                            lora_targets=("all-linear", "attn", "qv"))),
+    "joint": dict(objective="joint", finetune=None, axes=dict(joint_alpha=(0.2, 0.3, 0.5, 0.7, 0.8))),  # Eq. 5's a
 }
 # The toy world's text tower has 3 blocks of width 64: blocks 0 and 1, sizes 16 and 32.
 TOY_GRIDS = {
@@ -39,17 +43,18 @@ TOY_GRIDS = {
     "iit-das": dict(objective="iit-das", finetune="full", axes=dict(lr=(3e-5,), layer=(0, 1), intervention_size=(16, 32))),
     "lora": dict(objective=None, finetune="lora", axes=dict(lora_rank=(8, 64), lora_dropout=(0.0, 0.1),
                                                             lora_targets=("qv", "attn"))),
+    "joint": dict(objective="joint", finetune=None, axes=dict(joint_alpha=(0.2, 0.5, 0.8))),
 }
 EPOCHS = 5  # Appendix B picks by validation accuracy within 5 epochs
 SHORT = dict(lr="lr", l2="l2", layer="layer", intervention_size="k", lora_rank="r", lora_dropout="dropout",
-             lora_targets="targets")
+             lora_targets="targets", joint_alpha="a")
 
 
-def configurations(grid: str, toy: bool, objective: str) -> list[dict]:
-    """Every combination of the grid's values, as TrainConfig fields, with a folder name."""
+def configurations(grid: str, toy: bool, objective: str, finetune: str = "lora") -> list[dict]:
+    """Every combination of the grid's values, as TrainConfig fields."""
     spec = (TOY_GRIDS if toy else GRIDS)[grid]
     names, values = zip(*spec["axes"].items())
-    fixed = dict(objective=spec["objective"] or objective, finetune=spec["finetune"])
+    fixed = dict(objective=spec["objective"] or objective, finetune=spec["finetune"] or finetune)
     return [dict(fixed, **dict(zip(names, combo))) for combo in itertools.product(*values)]
 
 
@@ -75,14 +80,18 @@ def search_command(args) -> int:
     toy = args.weights is None and args.data is None
     spec = (TOY_GRIDS if toy else GRIDS)[args.grid]
     axes = list(spec["axes"])
+    if toy:
+        print(f"toy world: the {args.grid} grid is shrunk to fit the toy ({', '.join(f'{a} {list(map(shown, v))}' for a, v in spec['axes'].items())}; "
+              f"Appendix B's: {', '.join(f'{a} {list(map(shown, v))}' for a, v in GRIDS[args.grid]['axes'].items())})")
     options = dict(weights=args.weights, data=args.data, transfer=tuple(args.transfer or ()), seed=args.seed,
+                   recipe=args.recipe,
                    epochs=args.epochs or (None if toy else EPOCHS), max_steps=args.max_steps,
                    eval_every=args.eval_every, device=args.device, amp=args.amp)
     rows = []
-    for fields in configurations(args.grid, toy, args.objective):
+    for fields in configurations(args.grid, toy, args.objective, args.finetune):
         folder = Path(args.out) / args.grid / folder_name(fields, axes)
         config = TrainConfig(**options, **fields, out=str(folder))
-        request = json.dumps({**options, **fields}, sort_keys=True)
+        request = json.dumps({**pipeline.given(options), **fields}, sort_keys=True)
         if pipeline.finished(config, request, "search_request.json"):
             print(f"{folder}: finished earlier with the same request; skipped")
         else:
@@ -112,6 +121,9 @@ def add_commands(subparsers) -> None:
                                           "toy world and its small grids.")
     p.add_argument("--grid", required=True, choices=sorted(GRIDS))
     p.add_argument("--objective", default="behavioral", help="the objective whose LoRA is searched (--grid lora)")
+    p.add_argument("--finetune", default="lora", choices=["lora", "full"], help="how --grid joint trains (default lora)")
+    p.add_argument("--recipe", choices=RECIPES,
+                   help="the settings the grid leaves alone (default: authors with --weights/--data, paper on the toy)")
     p.add_argument("--weights", help="OpenAI or Hugging Face CLIP weights (with --data)")
     p.add_argument("--data", help="Concadia folder (with --weights)")
     p.add_argument("--transfer", nargs="*", help="transfer task folders, logged beside the accuracy")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
-from ..train.config import TrainConfig
+from ..train.config import RECIPES, TrainConfig
 from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, load_model, load_run, read_run_config
 from . import table3
@@ -98,11 +98,12 @@ def table_command(args) -> int:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     _check_a(args.a)
     options = dict(max_steps=args.max_steps, epochs=args.epochs, eval_every=args.eval_every,
-                   device=args.device, amp=args.amp)
+                   device=args.device, amp=args.amp, recipe=args.recipe)
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
         # "selected": runs from before training kept the selected step are trained again.
-        request = json.dumps({**options, "seed": config.seed, "selected": True}, sort_keys=True)
+        # Without --recipe the request reads as before there were recipes, so those runs are reused.
+        request = json.dumps({**pipeline.given(options), "seed": config.seed, "selected": True}, sort_keys=True)
         if pipeline.finished(config, request, "table_request.json"):
             print(f"{config.out}: finished earlier with the same options; reused (delete it to train again)")
             continue
@@ -111,7 +112,7 @@ def table_command(args) -> int:
     runs = [read_run(config.out, args.a) for config in configs]
     report(runs, args.a, args.out)
     folders = {(c.objective, c.finetune, c.seed): c.out for c in configs}
-    table = table3.toy_table3(folders, args.seeds)
+    table = table3.toy_table3(folders, args.seeds, recipe=args.recipe or "paper")
     print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through the same seed's IIT-DAS site)\n\n{table}")
     if args.out is not None:
         (Path(args.out) / "table3.md").write_text(table + "\n")
@@ -144,6 +145,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--a", type=float, default=TrainConfig.trade_off_a,
                    help=f"weight of accuracy in the trade-off (default {TrainConfig.trade_off_a})")
     p.add_argument("--max-steps", type=int, help="cap each run's optimizer steps")
+    p.add_argument("--recipe", choices=RECIPES, help="the runs' and Table 3's settings (default on the toy: paper)")
     p.add_argument("--epochs", type=int, help="passes over the toy training split (default: the toy default)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the toy default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")

@@ -1,15 +1,24 @@
 """Table 3 (Appendix E): do the words a model credits agree with how imageable and concrete they are?
 
-    texts     100 descriptions and 100 captions drawn at random (a fixed seed) from Concadia's test
-              split, each with at least one word rated in both norms
-    cell      Pearson r between the integrated-gradient attribution of every rated word occurrence
-              of the 200 texts (descriptions and captions pooled) and the word's norm
+    texts     --sample texts (the paper's text): 100 descriptions and 100 captions drawn at random
+              (a fixed seed) from Concadia's test split, each with a word rated in both norms;
+              --sample images (the authors' ig.py): both texts of 100 test images whose caption and
+              description each hold a whitespace word that both norms list (exact case), seed 42
+    cell      Pearson r with the norm: --unit word (ours), of every rated word occurrence of the 200
+              texts, pooled; --unit token (ig.py), of each unique BPE token's mean attribution over
+              the 200 texts ("420 unique tokens")
     rows      each model (base CLIP, and each setting's seeded runs) x mediation: none (Eq. 6),
-              through the DAS site (Eq. 7) or around it
+              through the DAS site (Eq. 7) or around it; --window trained (default) is the subspace
+              the run swapped, [0, k); --window authors is ig.py's rotated [k/2, 3k/2), [128, 384)
+    integral  --ig trapezoid with --baseline zero (ours), or --ig gauss-legendre (50 points) with
+              --baseline eos (ig.py's [BOS, EOS, ..., EOS])
     interval  mean and 95% t interval over the seeds
 
-A model without a rotation of its own (base CLIP, behavioral runs) is mediated through another
-run's site (``--rotation-from RUN``); ``clip_min.attribution`` computes each attribution.
+--recipe authors or paper picks every default above but the window; it defaults to the runs' own.
+The paper's "through" rows repeat the concreteness value in the imageability column: ig.py fills
+that cell from the concreteness result (docs/08-integrated-gradients.md). A model without a
+rotation of its own (base CLIP, behavioral runs) is mediated through another run's site
+(``--rotation-from RUN``); ``clip_min.attribution`` computes each attribution.
 """
 
 from __future__ import annotations
@@ -19,19 +28,49 @@ import random
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from ..attribution import integrated_gradients, mediated_integrated_gradients, word_attributions
+from ..attribution import (BASELINES, RULES, integrated_gradients, mediated_integrated_gradients, token_attributions,
+                           word_attributions)
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.norms import load_norms
 from ..images import load_image, preprocess
 from ..tokenizer import tokenize
 from ..train.runs import LoadedRun, load_model, load_run
 from .attribute import decodable
-from .correlation import correlate_with_norms
+from ..train.config import RECIPES, SAMPLE_SEED
+from .correlation import correlate_tokens, correlate_with_norms
 from .selection import format_interval, mean_interval, setting_label
 
 MEDIATIONS = ("none", "through the site", "around it")
+WINDOWS = ("trained", "authors")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How Table 3 is computed; RECIPE_OPTIONS holds each recipe's choice."""
+
+    unit: str  # word: every rated word occurrence; token: each unique BPE token's mean
+    sample: str  # texts: n descriptions and n captions drawn apart; images: both texts of n images
+    ig: str  # the integral's rule, attribution.RULES
+    baseline: str  # attribution.BASELINES
+    steps: int  # points of the integral
+    window: str = "trained"  # trained: rotated [0, k); authors: ig.py's [k/2, 3k/2)
+
+
+RECIPE_OPTIONS = {
+    "paper": dict(unit="word", sample="texts", ig="trapezoid", baseline="zero", steps=128),  # Appendix E; ours
+    "authors": dict(unit="token", sample="images", ig="gauss-legendre", baseline="eos", steps=50),  # ig.py
+}
+
+
+def window_start(window: str, k: int, width: int) -> int:
+    """Where the mediation window starts in the rotated coordinates: 0, or ig.py's k/2 ([128, 384) at k = 256)."""
+    start = 0 if window == "trained" else k // 2
+    if start + k > width:
+        raise ValueError(f"--window {window}: rotated [{start}, {start + k}) does not fit the text width {width}")
+    return start
 
 
 def rated_words(text: str, norms: dict[str, dict[str, float]]) -> list[str]:
@@ -57,8 +96,27 @@ def sample_texts(examples: list[Example], norms: dict[str, dict[str, float]], n:
     return picked
 
 
+def authors_sample(examples: list[Example], norms: dict[str, dict[str, float]], n: int = 100,
+                   seed: int = SAMPLE_SEED) -> list[tuple[str, Example]]:
+    """ig.py's sample: both texts of n images whose caption and description each hold a word every norm lists.
+
+    A word is a whitespace-separated piece matched exactly (case and punctuation count), as there.
+    numpy's RandomState(seed).choice is the call pandas' DataFrame.sample(n, random_state=seed) makes.
+    """
+    def listed(text: str) -> bool:
+        return any(all(word in ratings for ratings in norms.values()) for word in text.split())
+
+    eligible = [e for e in examples if listed(e.caption) and listed(e.description)]
+    if len(eligible) < n:
+        print(f"only {len(eligible)} images of the split have a listed word in both texts (wanted {n})", file=sys.stderr)
+    rows = np.random.RandomState(seed).choice(len(eligible), size=min(n, len(eligible)), replace=False)
+    chosen = [eligible[i] for i in rows.tolist()]
+    return [("description", e) for e in chosen] + [("caption", e) for e in chosen]
+
+
 def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], norms: dict[str, dict[str, float]],
-                       site: tuple[torch.Tensor, int, int] | None, steps: int, device: str) -> dict[str, dict[str, float | None]]:
+                       site: tuple[torch.Tensor, int, int] | None, options: Options,
+                       device: str) -> dict[str, dict[str, float | None]]:
     """{mediation: {norm: Pearson r}} for one model over the pooled texts; mediations need a site."""
     model = loaded.model.eval()
     resolution = model.config.image_resolution
@@ -71,18 +129,22 @@ def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], nor
         if mediation != "none" and site is None:
             result[mediation] = {name: None for name in norms}
             continue
-        words = []
+        units = []
+        integral = dict(steps=options.steps, rule=options.ig, baseline=options.baseline)
         for kind, example in picked:
             tokens = tokenize(getattr(example, kind), model.config.context_length, truncate=True).to(device)
             image = features[example.image_path][None]
             if mediation == "none":
-                ig = integrated_gradients(model, image, tokens, steps)
+                ig = integrated_gradients(model, image, tokens, **integral)
             else:
                 R, layer, k = site
                 ig = mediated_integrated_gradients(model, image, tokens, R.to(device), layer, k,
-                                                   steps=steps, around=mediation == "around it")
-            words += word_attributions(tokens[0].cpu(), ig.attributions[0])
-        result[mediation] = {name: correlate_with_norms(words, ratings).pearson for name, ratings in norms.items()}
+                                                   around=mediation == "around it",
+                                                   start=window_start(options.window, k, R.shape[0]), **integral)
+            split = token_attributions if options.unit == "token" else word_attributions
+            units += split(tokens[0].cpu(), ig.attributions[0])
+        correlate = correlate_tokens if options.unit == "token" else correlate_with_norms
+        result[mediation] = {name: correlate(units, ratings).pearson for name, ratings in norms.items()}
     return result
 
 
@@ -95,13 +157,13 @@ class Entry:
     site: tuple[torch.Tensor, int, int] | None  # (R, block, k), from LoadedRun.das_site
 
 
-def table3(entries: list[Entry], picked, norms, steps: int, device: str) -> dict[str, dict[str, dict]]:
+def table3(entries: list[Entry], picked, norms, options: Options, device: str) -> dict[str, dict[str, dict]]:
     """{label: {mediation: {norm: (mean, half-width) or None}}} over the entries of each label."""
     values: dict[str, list[dict]] = {}
     for entry in entries:
         print(f"attributing {len(picked)} texts with {entry.label} ({entry.loaded.folder})", file=sys.stderr)
         values.setdefault(entry.label, []).append(
-            model_correlations(entry.loaded, picked, norms, entry.site, steps, device))
+            model_correlations(entry.loaded, picked, norms, entry.site, options, device))
     table = {}
     for label, runs in values.items():
         table[label] = {}
@@ -113,7 +175,7 @@ def table3(entries: list[Entry], picked, norms, steps: int, device: str) -> dict
     return table
 
 
-def format_table3(table: dict, norm_names: list[str], picked) -> str:
+def format_table3(table: dict, norm_names: list[str], picked, options: Options) -> str:
     header = ["model", "mediation"] + [f"{name} r" for name in norm_names]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(norm_names)]
     for label, rows in table.items():
@@ -121,9 +183,12 @@ def format_table3(table: dict, norm_names: list[str], picked) -> str:
             lines.append("| " + " | ".join([label, mediation] + [format_interval(cells[n], percent=False)
                                                                 for n in norm_names]) + " |")
     kinds = [kind for kind, _ in picked]
-    return ("\n".join(lines) + f"\n\nPearson r over every rated word of {kinds.count('description')} descriptions and "
-            f"{kinds.count('caption')} captions of the test split, pooled; mean ± 95% t interval over seeds. "
-            "-: no site to mediate through (give --rotation-from).")
+    unit = ("each unique BPE token's mean attribution" if options.unit == "token" else "every rated word occurrence")
+    texts = (f"both texts of {kinds.count('caption')} test images" if options.sample == "images"
+             else f"{kinds.count('description')} descriptions and {kinds.count('caption')} captions of the test split")
+    return ("\n".join(lines) + f"\n\nPearson r over {unit} of {texts}, pooled; integrated gradients: {options.ig}, "
+            f"{options.steps} points, baseline {options.baseline}; mediation window: {options.window}; mean ± 95% t "
+            "interval over seeds. -: no site to mediate through (give --rotation-from).")
 
 
 def entries_for_runs(folders: list[str], rotation_from: str | None, device: str, step: str) -> list[Entry]:
@@ -141,13 +206,31 @@ def entries_for_runs(folders: list[str], rotation_from: str | None, device: str,
     return entries
 
 
+def resolve_options(args, recipe: str) -> Options:
+    """The command's flags over the recipe's Table 3 choices (RECIPE_OPTIONS)."""
+    chosen = RECIPE_OPTIONS[recipe]
+    given = {name: getattr(args, name) for name in ("unit", "sample", "ig", "baseline", "steps", "window")}
+    return Options(**{**chosen, **{name: value for name, value in given.items() if value is not None}})
+
+
+def draw_sample(examples: list[Example], norms, options: Options, n: int, seed: int | None):
+    """The texts Table 3 attributes, by ``options.sample``; seed None: 0 for texts, ig.py's 42 for images."""
+    if options.sample == "images":
+        return authors_sample(examples, norms, n, SAMPLE_SEED if seed is None else seed)
+    return sample_texts(examples, norms, n, 0 if seed is None else seed)
+
+
 def table3_command(args) -> int:
     from ..train.device import resolve_device
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
+    if args.steps is not None and args.steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {args.steps}")
     device = resolve_device(args.device)
     config = load_run(args.runs[0], device, args.step).config
+    # Runs from before the recipes were recorded followed the paper's.
+    options = resolve_options(args, args.recipe or config.get("recipe") or "paper")
     data = args.data or config.get("data")
     toy_norms = None
     if data is None:
@@ -159,25 +242,27 @@ def table3_command(args) -> int:
     if not norms:
         raise ValueError("give --norms (the Glasgow Norms CSV) and --concreteness (Brysbaert et al.'s file)")
     examples, _ = read_concadia(data, args.split, args.images)
-    picked = sample_texts(decodable(examples), norms, args.n, args.seed)
+    picked = draw_sample(decodable(examples), norms, options, args.n, args.seed)
     if not picked:
         raise DataError(f"no text of split {args.split!r} has a word rated in every norm")
     entries = entries_for_runs(args.runs, args.rotation_from, device, args.step)
-    print(format_table3(table3(entries, picked, norms, args.steps, device), list(norms), picked))
+    print(format_table3(table3(entries, picked, norms, options, device), list(norms), picked, options))
     return 0
 
 
-def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int = 64, n: int = 100) -> str:
+def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, n: int = 100, recipe: str = "paper") -> str:
     """The toy Table 3 from ``eval.py table --toy``'s runs: base, behavioral and IIT-DAS (LoRA) per seed.
 
-    The base and the behavioral run of seed s are mediated through the IIT-DAS run of seed s.
+    The base and the behavioral run of seed s are mediated through the IIT-DAS run of seed s. The
+    paper recipe integrates at 64 points here, a toy text being short.
     """
     from ..train.pipeline import toy_world
 
     world, _ = toy_world()
     norms = load_norms(world / "norms" / "glasgow_norms.csv", None)
     examples, _ = read_concadia(world / "concadia", "test")
-    picked = sample_texts(examples, norms, n)
+    options = Options(**{**RECIPE_OPTIONS[recipe], **(dict(steps=64) if recipe == "paper" else {})})
+    picked = draw_sample(examples, norms, options, n, None)
     entries = []
     for seed in range(seeds):
         iit = load_run(folders["iit-das", "lora", seed])
@@ -187,7 +272,7 @@ def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, steps: int 
         entries += [Entry("CLIP (base)", load_model(base, None), site),
                     Entry(setting_label(("behavioral", "lora")), behavioral, site),
                     Entry(setting_label(("iit-das", "lora")), iit, site)]
-    return format_table3(table3(entries, picked, norms, steps, "cpu"), list(norms), picked)
+    return format_table3(table3(entries, picked, norms, options, "cpu"), list(norms), picked, options)
 
 
 def add_commands(subparsers) -> None:
@@ -204,8 +289,17 @@ def add_commands(subparsers) -> None:
     p.add_argument("--norms", help="Glasgow Norms CSV (imageability); default on the toy world: its norms")
     p.add_argument("--concreteness", help="Brysbaert et al. 2014 concreteness file (else Glasgow's CNC)")
     p.add_argument("--n", type=int, default=100, help="descriptions and captions each (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random sample (default 0)")
-    p.add_argument("--steps", type=int, default=128, help="points of the IG integral (default 128)")
+    p.add_argument("--seed", type=int, help="seed of the random sample (default: 0 for --sample texts, 42 for images)")
+    p.add_argument("--recipe", choices=RECIPES, help="the defaults of --unit, --sample, --ig, --baseline and --steps "
+                                                     "(default: the first run's recipe)")
+    p.add_argument("--unit", choices=["word", "token"], help="word occurrences (paper) or unique BPE tokens (authors)")
+    p.add_argument("--sample", choices=["texts", "images"],
+                   help="n descriptions and n captions (paper) or both texts of n images (authors)")
+    p.add_argument("--ig", choices=RULES, help="the integral's rule (paper: trapezoid; authors: gauss-legendre)")
+    p.add_argument("--baseline", choices=BASELINES, help="x': zero embeddings (paper) or the end token's (authors)")
+    p.add_argument("--steps", type=int, help="points of the IG integral (paper: 128; authors: 50)")
+    p.add_argument("--window", choices=WINDOWS, help="mediation window: the trained [0, k) (default) or the "
+                                                      "authors' rotated [k/2, 3k/2), [128, 384) at k = 256")
     p.add_argument("--device", default="auto")
     add_step_option(p)
     p.set_defaults(func=table3_command)

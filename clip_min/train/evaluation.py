@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.concadia import DataError, Example, read_concadia
-from ..data.transfer import TransferTask, class_text_features, encode_task, read_task, zero_shot_f1
+from ..data.transfer import TransferTask, class_prompts, class_text_features, encode_task, read_task, zero_shot_f1
 from ..losses import score
 from ..metrics import preference_accuracy
 from ..model import CLIP
@@ -50,6 +51,17 @@ def load_split(model: CLIP, data: Path, images: str | None, split: str, weights_
         print(f"{split}: {cut} texts longer than {context} tokens were cut to {context}")
     descriptions, captions = tokens.chunk(2)
     return Split(examples, features, descriptions, captions)
+
+
+def sample_split(split: Split, n: int, seed: int) -> Split:
+    """``n`` of the split's images drawn once without replacement from ``seed`` (all of them when n is 0 or the split has no more)."""
+    if n == 0 or n >= len(split.examples):
+        return split
+    # numpy's RandomState(seed).choice is the call pandas' DataFrame.sample(n, random_state=seed) makes.
+    rows = torch.from_numpy(np.random.RandomState(seed).choice(len(split.examples), size=n, replace=False).astype(np.int64))
+    print(f"validation: {n} of {len(split.examples)} images, drawn once with seed {seed} (--val-images)")
+    return Split([split.examples[i] for i in rows.tolist()], split.image_features[rows], split.descriptions[rows],
+                 split.captions[rows])
 
 
 @torch.no_grad()
@@ -104,11 +116,12 @@ def refresh_image_features(model: CLIP, splits: list[Split], tasks: list[TaskDat
 
 
 @torch.no_grad()
-def transfer_f1(model: CLIP, tasks: list[TaskData], template: str, device: str, autocast) -> dict[str, float]:
+def transfer_f1(model: CLIP, tasks: list[TaskData], prompt: str, device: str, autocast) -> dict[str, float]:
+    """Zero-shot macro-F1 per task; ``prompt`` names a prompt of transfer.PROMPT_CHOICES or is a template."""
     scores = {}
     for data in tasks:
         with autocast():
-            classes = class_text_features(model, data.task.classes, template, device)
+            classes = class_text_features(model, class_prompts(data.task, prompt), "{}", device)
         scores[data.task.name] = zero_shot_f1(data.image_features.to(device), data.task.labels, classes)
     return scores
 

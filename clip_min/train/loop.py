@@ -30,32 +30,37 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, distributed, selected
-from ..data.transfer import PROMPTS
 from ..files import content_fingerprint
 from ..images import load_image, preprocess
-from ..intervention import interchange_features
+from ..intervention import interchange_features, one_way_features
 from ..lora import apply_lora
-from ..losses import behavioral_loss, iit_loss, joint_loss, score
+from ..losses import behavioral_loss, iit_loss, iit_loss_rows, joint_loss, score
 from ..metrics import transfer_score
 from ..model import CLIP
 from ..rotation import Rotation
 from ..weights import check_vocabulary, load_clip
-from .config import IIT_OBJECTIVES, TrainConfig, check_against_model, defaults
+from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, check_against_model, defaults
 from .device import mixed_precision, resolve_device, seed_everything
-from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, split_accuracy,
-                         transfer_f1)
+from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, sample_split,
+                         split_accuracy, transfer_f1)
 from .folder import append_jsonl, save_run, start_run_folder, write_json
+from .rows import TrainingRows, rows_per_epoch, training_rows
 
 LOSS_NAMES = {"behavioral": "behavioral loss (Eq. 1)", "iit-das": "IIT loss (Eqs. 2-3)", "joint": "joint loss (Eq. 5)"}
 
 
 def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image: torch.Tensor,
-              descriptions: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
-    """The objective on one batch: image features (B, embed_dim), token ids (B, context) each."""
+              descriptions: torch.Tensor, captions: torch.Tensor, caption_base: torch.Tensor | None = None) -> torch.Tensor:
+    """The objective on one batch: image features (B, embed_dim), token ids (B, context) each.
+
+    ``caption_base`` (B,) marks one-way IIT rows (clip_min.train.rows): which text is each row's base.
+    """
     logit_scale = model.logit_scale
     if config.objective == "behavioral":
         des, cap = model.encode_text(torch.cat([descriptions, captions])).float().chunk(2)
         return behavioral_loss(c_cap=score(image, cap, logit_scale), c_des=score(image, des, logit_scale))
+    if caption_base is not None:
+        return one_way_loss(model, rotation, config, image, descriptions, captions, caption_base)
     cap, des, cap_with_des, des_with_cap = (
         t.float() for t in interchange_features(model, rotation, captions, descriptions, config.layer, config.intervention_size)
     )
@@ -64,6 +69,22 @@ def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image
                      c_des=c_des, c_des_with_cap=score(image, des_with_cap, logit_scale))
     if config.objective == "iit-das":
         return l_iit
+    return joint_loss(l_iit=l_iit, l_behavioral=behavioral_loss(c_cap=c_cap, c_des=c_des), a=config.joint_alpha)
+
+
+def one_way_loss(model: CLIP, rotation: Rotation, config: TrainConfig, image: torch.Tensor, descriptions: torch.Tensor,
+                 captions: torch.Tensor, caption_base: torch.Tensor) -> torch.Tensor:
+    """IIT-DAS (and joint) on one-way rows: each row intervenes on its base only."""
+    logit_scale = model.logit_scale
+    pick = caption_base[:, None]  # (B, 1)
+    base, source = torch.where(pick, captions, descriptions), torch.where(pick, descriptions, captions)
+    base_f, source_f, patched_f = (t.float() for t in one_way_features(model, rotation, base, source, config.layer,
+                                                                        config.intervention_size))
+    c_base, c_source = score(image, base_f, logit_scale), score(image, source_f, logit_scale)
+    l_iit = iit_loss_rows(c_base=c_base, c_base_with_source=score(image, patched_f, logit_scale), caption_base=caption_base)
+    if config.objective == "iit-das":
+        return l_iit
+    c_cap, c_des = torch.where(caption_base, c_base, c_source), torch.where(caption_base, c_source, c_base)
     return joint_loss(l_iit=l_iit, l_behavioral=behavioral_loss(c_cap=c_cap, c_des=c_des), a=config.joint_alpha)
 
 
@@ -82,6 +103,7 @@ class Run:
     params: list[torch.nn.Parameter]  # everything the optimizer trains, the rotation's included
     names: dict  # parameter -> its name, for errors
     optimizer: torch.optim.Optimizer
+    rows: TrainingRows  # what the batches index: images, or one-way IIT rows (clip_min.train.rows)
     order: checkpoint.BatchOrder  # the global batches, checkpointed
     train: Split
     val: Split | None  # None outside the main process
@@ -155,6 +177,7 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
         task_data = []
         if main:
             val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("val", "test"))
+            val = sample_split(val, config.val_images, SAMPLE_SEED)
             task_data = load_tasks(model, tasks, weights_id, device, autocast)
     if resumed:
         checkpoint.check_train_size(resumed, len(train.examples))
@@ -168,13 +191,14 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
         before = resumed["run"]["before"] if resumed else measure(model, test, task_data, config, device, autocast)
         print(f"before: test preference accuracy {before['accuracy']:.3f}, transfer F1 {fmt(before['transfer_f1'])}")
     params, names, rotation, optimizer = make_optimizer(model, config, device)
-    order = checkpoint.BatchOrder(len(train.examples), config.batch_size, config.seed)
+    rows = training_rows(config, len(train.examples))
+    order = checkpoint.BatchOrder(len(rows), config.batch_size, config.seed)
     about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), before=before)
     progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, order) if resumed else checkpoint.Progress()
     best = resumed.get("selected") if resumed else None
     if main and best is not None:
         selected.write(out, best)  # a selection written after the checkpoint belongs to steps about to be rerun
-    return Run(config, out, main, device, autocast, scaler, model, rotation, params, names, optimizer, order, train, val,
+    return Run(config, out, main, device, autocast, scaler, model, rotation, params, names, optimizer, rows, order, train, val,
                test, task_data, about, progress, best, saved_step=progress.step if resumed else None,
                total=total_steps(config, len(train.examples)))
 
@@ -182,7 +206,7 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
 def measure(model: CLIP, split: Split, tasks: list[TaskData], config: TrainConfig, device: str, autocast) -> dict:
     """Test preference accuracy and transfer F1 of the model as it is."""
     return dict(accuracy=split_accuracy(model, split, device, autocast),
-                transfer_f1=transfer_f1(model, tasks, PROMPTS[config.prompt], device, autocast))
+                transfer_f1=transfer_f1(model, tasks, config.prompt, device, autocast))
 
 
 def make_optimizer(model: CLIP, config: TrainConfig, device: str):
@@ -191,7 +215,7 @@ def make_optimizer(model: CLIP, config: TrainConfig, device: str):
     groups = [dict(params=list(params))]
     rotation = None
     if config.objective in IIT_OBJECTIVES:
-        rotation = Rotation(model.config.text_width).to(device)
+        rotation = Rotation(model.config.text_width, config.orthogonal_map).to(device)
         params += list(rotation.parameters())
         groups.append(dict(params=list(rotation.parameters()), lr=config.rotation_lr))
     # Every process drew the same initial adapters from the same seed; copying makes sure of it.
@@ -210,7 +234,8 @@ def trainable_parameters(model: CLIP, config: TrainConfig) -> list[torch.nn.Para
     for p in model.parameters():
         p.requires_grad_(False)
     # Full fine-tuning trains the text tower (and the vision tower with --towers both); the
-    # temperature stays fixed: it scales both scores alike and cannot change a preference.
+    # temperature trains with it only with --logit-scale trained (the authors'): it scales both
+    # scores of a preference alike, so it moves the loss but cannot change which text wins.
     towers = [model.token_embedding, model.transformer, model.ln_final]
     if config.towers == "both":
         towers.append(model.visual)
@@ -219,13 +244,14 @@ def trainable_parameters(model: CLIP, config: TrainConfig) -> list[torch.nn.Para
             p.requires_grad_(True)
     model.positional_embedding.requires_grad_(True)
     model.text_projection.requires_grad_(True)
+    model.logit_scale.requires_grad_(config.logit_scale == "trained")
     return [p for p in model.parameters() if p.requires_grad]
 
 
 def total_steps(config: TrainConfig, train_images: int) -> int:
     """Optimizer steps of the run: epochs of the split (IIT-DAS, joint: of iit_samples triplets), capped by max_steps."""
-    # An IIT-DAS epoch is iit_samples triplets drawn on from the shuffled stream, a plain epoch the split once.
-    steps_per_epoch = math.ceil((config.iit_samples or train_images) / config.batch_size)
+    # An IIT-DAS epoch is iit_samples triplets (two rows each, one-way) drawn on from the shuffled rows.
+    steps_per_epoch = math.ceil(rows_per_epoch(config, train_images) / config.batch_size)
     total = steps_per_epoch * config.epochs
     return total if config.max_steps is None else min(total, config.max_steps)
 
@@ -239,9 +265,12 @@ def batch_loss(run: Run, rows: torch.Tensor) -> torch.Tensor:
     if not len(local):
         return torch.zeros((), device=run.device)
     with run.autocast():
-        image = batch_images(run.model, run.train, local, run.config, run.device)
-        descriptions, captions = run.train.descriptions[local].to(run.device), run.train.captions[local].to(run.device)
-        return step_loss(run.model, run.rotation, run.config, image, descriptions, captions) * (len(local) / len(rows))
+        images = run.rows.image[local]  # (b,) the rows' images in the training split
+        caption_base = None if run.rows.caption_base is None else run.rows.caption_base[local].to(run.device)
+        image = batch_images(run.model, run.train, images, run.config, run.device)
+        descriptions, captions = run.train.descriptions[images].to(run.device), run.train.captions[images].to(run.device)
+        loss = step_loss(run.model, run.rotation, run.config, image, descriptions, captions, caption_base)
+        return loss * (len(local) / len(rows))
 
 
 def batch_images(model: CLIP, split: Split, rows: torch.Tensor, config: TrainConfig, device: str) -> torch.Tensor:
@@ -299,7 +328,7 @@ def evaluate(run: Run, step: int) -> None:
     model.eval()
     if config.towers == "both":
         refresh_image_features(model, [run.val, run.test], run.tasks, run.device, run.autocast)
-    f1 = transfer_f1(model, run.tasks, PROMPTS[config.prompt], run.device, run.autocast)
+    f1 = transfer_f1(model, run.tasks, config.prompt, run.device, run.autocast)
     losses = progress.losses[-config.eval_every:]
     record = dict(step=step, loss=statistics.fmean(losses) if losses else None,
                   val_accuracy=split_accuracy(model, run.val, run.device, run.autocast),

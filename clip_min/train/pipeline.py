@@ -63,6 +63,11 @@ def _run(config: TrainConfig) -> dict:
 
 # Commands that train many runs (eval.py table, eval.py search) leave in each run folder a stamp
 # holding the request that started it; run again after a stop, they keep the finished runs.
+def given(options: dict) -> dict:
+    """A request's options without a --recipe left unset, so stamps from before the recipes still match."""
+    return {name: value for name, value in options.items() if not (name == "recipe" and value is None)}
+
+
 def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
     """Whether ``config.out`` holds a finished run that the same ``request`` started."""
     folder = Path(config.out)

@@ -135,7 +135,8 @@ def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device:
         if config["objective"] in ("iit-das", "joint"):
             raise RunError(f"{path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
         return None
-    rotation = Rotation(model.config.text_width).to(device)
+    # Runs from before the recipes were recorded used the Cayley map.
+    rotation = Rotation(model.config.text_width, config.get("orthogonal_map") or "cayley").to(device)
     try:
         rotation.load_state_dict(state)
     except RuntimeError as err:

@@ -1,0 +1,313 @@
+"""The two recipes (docs/12-two-recipes.md): the paper's text and the authors' released runs.
+
+Runs here train a tiny random CLIP on a tiny world in the real formats for a step or two.
+"""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from tiny import TINY, TINY_OPENAI, random_tokens, tiny_model, tiny_world
+from clip_min.attribution import (gauss_legendre, integrated_gradients, mediated_integrated_gradients,
+                                  token_attributions, word_attributions)
+from clip_min.data.transfer import TransferTask, class_prompts
+from clip_min.losses import iit_loss_caption_base, iit_loss_rows
+from clip_min.model import CLIP
+from clip_min.report.correlation import correlate_tokens, correlate_with_norms
+from clip_min.rotation import Rotation
+from clip_min.tokenizer import tokenize
+from clip_min.train import loop
+from clip_min.train.config import TrainConfig, defaults
+from clip_min.train.rows import draw_triplets, training_rows
+from clip_min.weights import save_clip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    yield from tiny_world(tmp_path_factory, "recipes", n_articles=40)
+
+
+@pytest.fixture(scope="module")
+def wide(setup):
+    """A base whose text layers are 128 wide, so that both recipes' LoRA ranks (64, 128) fit."""
+    torch.manual_seed(0)
+    path = setup["root"] / "wide.pt"
+    save_clip(CLIP(replace(TINY_OPENAI, text_width=128, text_heads=2)), path)
+    return path
+
+
+def run_train(setup, weights, out, *extra) -> int:
+    argv = ["--weights", weights, "--data", setup["world"] / "concadia", "--device", "cpu", "--amp", "off",
+            "--max-steps", "1", "--eval-every", "1", "--out", out, *extra]
+    return train.main([str(a) for a in argv])
+
+
+# What each recipe must write into config.json, typed from its sources (not read from config.py).
+AUTHORS = {  # seeds_bft_*.sh, seeds_das_*.sh, run_iit_clip.py, finetune_clip.py
+    "behavioral": dict(lr=1e-5, lora_rank=128, batch_size=6),
+    "iit-das": dict(lr=1e-5, lora_rank=64, batch_size=12, iit_samples=100_000),
+    "all": dict(iit_rows="one-way", triplets="fixed", val_images=5000, logit_scale="trained",
+                orthogonal_map="matrix_exp", prompt="authors", epochs=10, layer=0, intervention_size=32),
+}
+PAPER = {  # Appendix B
+    "behavioral": dict(lr=5e-7, lora_rank=64, batch_size=12),
+    "iit-das": dict(lr=1e-5, lora_rank=128, batch_size=12, iit_samples=100_000),
+    "all": dict(iit_rows="pairs", triplets="stream", val_images=0, logit_scale="fixed", orthogonal_map="cayley",
+                prompt="paper", epochs=10, layer=0, intervention_size=32),
+}
+
+
+@pytest.mark.parametrize("recipe, expected", [(None, AUTHORS), ("authors", AUTHORS), ("paper", PAPER)])
+@pytest.mark.parametrize("objective", ["behavioral", "iit-das"])
+def test_each_recipe_reads_back_from_a_real_data_run(setup, wide, tmp_path, recipe, expected, objective):
+    out = tmp_path / "run"
+    given = [] if recipe is None else ["--recipe", recipe]
+    site = ["--layer", "0", "--intervention-size", "32"]  # the tiny tower has 2 blocks
+    assert run_train(setup, wide, out, "--objective", objective, *site, *given) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"] == recipe or (recipe is None and config["recipe"] == "authors")
+    want = {**expected["all"], **expected[objective]}
+    assert {name: config[name] for name in want} == want
+
+
+def test_resume_refuses_another_recipe(setup, wide, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_train(setup, wide, out, "--recipe", "paper") == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(out), "--max-steps", "2", "--recipe", "authors"]) == 2
+    err = capsys.readouterr().err
+    assert "--recipe was 'paper', now 'authors'" in err and len(err.strip().splitlines()) == 1
+
+
+def seen_by(monkeypatch, name: str) -> list:
+    """Record the arguments each call of loop.<name> (a loss) gets."""
+    calls, real = [], getattr(loop, name)
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(loop, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("recipe, images", [("authors", 6), ("paper", 12)])
+def test_a_behavioral_step_of_the_authors_is_6_images_12_texts(setup, wide, tmp_path, monkeypatch, recipe, images):
+    calls = seen_by(monkeypatch, "behavioral_loss")
+    assert run_train(setup, wide, tmp_path / "run", "--recipe", recipe, "--max-steps", "2") == 0
+    assert [call["c_cap"].shape[0] for call in calls] == [images, images]
+
+
+def test_an_authors_iit_step_is_12_one_way_rows(setup, tmp_path, monkeypatch):
+    calls = seen_by(monkeypatch, "iit_loss_rows")
+    assert run_train(setup, setup["base"], tmp_path / "run", "--objective", "iit-das", "--lora-rank", "8",
+                     "--layer", "0", "--intervention-size", "32", "--iit-samples", "30", "--max-steps", "5") == 0
+    assert [call["caption_base"].shape[0] for call in calls] == [12] * 5
+    directions = torch.cat([call["caption_base"] for call in calls])
+    # Rows shuffled one by one: batches mix both directions, not a triplet's two rows side by side.
+    assert 0 < int(directions.sum()) < len(directions)
+
+
+def test_the_fixed_triplet_draw_is_the_same_for_every_seed_and_another_draw_seed_differs():
+    configs = [defaults(TrainConfig(objective="iit-das", recipe="authors", seed=seed, weights="w", data="d"), 12, 512)
+               for seed in (0, 1, 7)]
+    rows = [training_rows(config, 500) for config in configs]
+    assert len(rows[0]) == 200_000  # 100,000 triplets, two one-way rows each
+    for other in rows[1:]:
+        assert torch.equal(other.image, rows[0].image) and torch.equal(other.caption_base, rows[0].caption_base)
+    triplets = rows[0].image[::2]
+    assert torch.equal(triplets, draw_triplets(500, 100_000, 42))
+    assert not torch.equal(triplets, draw_triplets(500, 100_000, 43))
+    assert triplets.unique().numel() == 500 and triplets.min() >= 0 and triplets.max() < 500  # with replacement
+    assert torch.equal(rows[0].caption_base[:4], torch.tensor([True, False, True, False]))  # each triplet: Eq. 2, Eq. 3
+    paper = defaults(TrainConfig(objective="iit-das", recipe="paper", weights="w", data="d"), 12, 512)
+    assert torch.equal(training_rows(paper, 500).image, torch.arange(500))  # the stream: the split, reshuffled per pass
+
+
+def test_one_way_rows_are_eqs_2_and_3_row_by_row():
+    generator = torch.Generator().manual_seed(0)
+    c_base, c_patched = torch.randn(6, generator=generator) * 3, torch.randn(6, generator=generator) * 3
+    caption_base = torch.tensor([True, False, False, True, True, False])
+    expected = 0.0
+    for base, patched, is_caption in zip(c_base.double().tolist(), c_patched.double().tolist(), caption_base.tolist()):
+        target = patched if is_caption else base  # Eq. 2 wants the intervened score, Eq. 3 the base's own
+        expected += -(target - math.log(math.exp(base) + math.exp(patched)))
+    got = iit_loss_rows(c_base=c_base, c_base_with_source=c_patched, caption_base=caption_base)
+    assert float(got) == pytest.approx(expected / 6, abs=1e-6)
+    everyone = torch.ones(6, dtype=torch.bool)
+    assert float(iit_loss_rows(c_base=c_base, c_base_with_source=c_patched, caption_base=everyone)) == pytest.approx(
+        float(iit_loss_caption_base(c_cap=c_base, c_cap_with_des=c_patched)), abs=1e-6)
+
+
+def test_the_authors_full_fine_tuning_trains_the_temperature_and_the_paper_keeps_it(setup, tmp_path):
+    base = torch.load(setup["base"], weights_only=True)["logit_scale"]
+    moved = {}
+    for recipe in ("authors", "paper"):
+        out = tmp_path / recipe
+        assert run_train(setup, setup["base"], out, "--recipe", recipe, "--finetune", "full", "--lr", "1e-3") == 0
+        moved[recipe] = float(torch.load(out / "weights.pt", weights_only=True)["logit_scale"]) != float(base)
+    assert moved == {"authors": True, "paper": False}
+
+
+def test_a_run_reloads_its_rotation_with_the_map_it_trained_with(setup, tmp_path):
+    from clip_min.train.runs import load_run
+
+    out = tmp_path / "run"
+    assert run_train(setup, setup["base"], out, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
+                     "--intervention-size", "32", "--iit-samples", "12", "--rotation-lr", "0.1", "--max-steps", "3") == 0
+    state = torch.load(out / "adapters.pt", weights_only=True)["rotation"]
+    by_hand = {}
+    for name in ("matrix_exp", "cayley"):
+        rotation = Rotation(64, name)
+        rotation.load_state_dict(state)
+        by_hand[name] = rotation.R.detach()
+    # The maps agree to second order in the free parameter; a fast-moving rotation tells them apart.
+    assert (by_hand["matrix_exp"] - by_hand["cayley"]).abs().max() > 1e-3  # else the check below proves nothing
+    assert torch.allclose(load_run(out, step="last").rotation.R.detach(), by_hand["matrix_exp"], atol=1e-6)
+
+
+def test_the_authors_prompts_use_each_tasks_template_and_raw_names():
+    food = TransferTask("food", ["apple pie"], [], [], layout="food101", raw_classes=["apple_pie"])
+    cifar = TransferTask("cifar", ["aquarium fish"], [], [], layout="cifar100", raw_classes=["aquarium_fish"])
+    imagenet = TransferTask("imagenet", ["tench"], [], [], layout="imagenet")
+    assert class_prompts(food, "authors") == ["A picture of apple_pie"]
+    assert class_prompts(cifar, "authors") == ["a photo of a aquarium_fish"]
+    assert class_prompts(imagenet, "authors") == ["A picture of tench"]
+    assert class_prompts(food, "paper") == ["An image of apple pie"]
+
+
+# ---- Table 3 ----
+
+
+def test_the_token_unit_is_the_mean_per_unique_token_correlated_across_tokens():
+    # Every word here is one BPE piece, so the tokens are the words; "dog" and "red" come back.
+    texts = ["a red dog on grass", "the dog sat", "red sky over a red barn", "grass and sky"]
+    norms = {"red": 5.1, "dog": 6.3, "grass": 4.0, "sky": 3.2, "barn": 5.9, "sat": 2.0}
+    generator = torch.Generator().manual_seed(1)
+    tokens, by_hand = [], {}
+    for text in texts:
+        ids = tokenize(text)[0]
+        values = torch.zeros(77)
+        n = len(text.split())
+        values[: n + 2] = torch.randn(n + 2, generator=generator)  # start, the words, end
+        tokens += token_attributions(ids, values)
+        for word, value in zip(text.split(), values[1 : n + 1].double().tolist()):
+            by_hand.setdefault(word, []).append(value)
+    assert [t for t, _ in tokens] == " ".join(texts).split()  # "</w>" stripped, start and end left out
+    rated = sorted(w for w in by_hand if w in norms)
+    x = np.array([np.mean(by_hand[w]) for w in rated], dtype=np.float64)
+    y = np.array([norms[w] for w in rated], dtype=np.float64)
+    pearson = ((x - x.mean()) * (y - y.mean())).sum() / math.sqrt(((x - x.mean()) ** 2).sum() * ((y - y.mean()) ** 2).sum())
+    got = correlate_tokens(tokens, norms)
+    assert got.n == 6 and got.pearson == pytest.approx(pearson, abs=1e-9)
+    # Pooled occurrences (the word unit) weigh "red" three times and "dog" twice: another number.
+    assert correlate_with_norms(tokens, norms).pearson != pytest.approx(pearson, abs=1e-3)
+
+
+def test_gauss_legendre_points_match_numpy_leggauss():
+    x, w = np.polynomial.legendre.leggauss(50)  # on [-1, 1]
+    t, weights = gauss_legendre(50)
+    assert t.dtype == torch.float64
+    assert np.allclose(t.numpy(), (x + 1) / 2, atol=1e-14, rtol=0)
+    assert np.allclose(weights.numpy(), w / 2, atol=1e-14, rtol=0)
+
+
+def test_gauss_legendre_ig_with_the_eos_baseline_is_complete():
+    model = tiny_model().eval()
+    tokens = random_tokens(3, seed=4)
+    image = torch.randn(3, TINY.embed_dim, generator=torch.Generator().manual_seed(2))
+    ig = integrated_gradients(model, image, tokens, steps=50, rule="gauss-legendre", baseline="eos")
+    gap = ig.attributions.sum(-1) - (ig.score - ig.baseline_score)
+    assert torch.allclose(gap, torch.zeros(3), atol=1e-3 * float((ig.score - ig.baseline_score).abs().max()))
+    zero = integrated_gradients(model, image, tokens, steps=50, rule="gauss-legendre", baseline="zero")
+    assert not torch.allclose(zero.baseline_score, ig.baseline_score)  # the baseline is another text
+    eot = tokens.argmax(-1)
+    for row in range(3):  # start and end are the same in x and x': no attribution
+        assert ig.attributions[row, 0] == 0 and ig.attributions[row, eot[row]] == 0
+
+
+def test_the_authors_window_through_and_around_still_add_up():
+    model = tiny_model().eval()
+    tokens = random_tokens(2, seed=5)
+    image = torch.randn(2, TINY.embed_dim, generator=torch.Generator().manual_seed(3))
+    R = Rotation(TINY.text_width).R.detach()
+    options = dict(steps=16, rule="gauss-legendre", baseline="eos")
+    total = integrated_gradients(model, image, tokens, **options).attributions
+    parts = [mediated_integrated_gradients(model, image, tokens, R, 1, 32, around=around, start=16, **options)
+             for around in (False, True)]
+    assert torch.allclose(parts[0].attributions + parts[1].attributions, total, atol=1e-5)
+    trained = mediated_integrated_gradients(model, image, tokens, R, 1, 32, start=0, **options)
+    assert not torch.allclose(trained.attributions, parts[0].attributions)  # [16, 48) is another subspace
+    with pytest.raises(ValueError, match="window"):
+        mediated_integrated_gradients(model, image, tokens, R, 1, 32, start=40, **options)
+
+
+def test_the_authors_sample_is_both_texts_of_images_with_a_listed_word_in_each():
+    from clip_min.data.concadia import Example
+    from clip_min.report.table3 import authors_sample, window_start
+
+    def example(i, caption, description):
+        return Example(image_path=f"{i}.jpg", description=description, caption=caption, context="", article_id="a",
+                       filename=f"{i}.jpg")
+
+    norms = {"imageability": {"dog": 6.0, "sky": 5.0}, "concreteness": {"dog": 6.1, "sky": 4.0}}
+    examples = [example(0, "a dog", "the sky"), example(1, "a Dog", "the sky"),  # "Dog": case counts
+                example(2, "a dog.", "the sky"), example(3, "sky", "dog"),  # "dog." is not "dog"
+                example(4, "no", "dog"), example(5, "dog sky", "sky dog"), example(6, "a dog", "sky")]
+    picked = authors_sample(examples, norms, n=3, seed=42)
+    images = [e.filename for _, e in picked]
+    assert [k for k, _ in picked] == ["description"] * 3 + ["caption"] * 3 and images[:3] == images[3:]
+    assert set(images) <= {"0.jpg", "3.jpg", "5.jpg", "6.jpg"}
+    assert [e.filename for _, e in authors_sample(examples, norms, n=3, seed=42)] == images
+    assert window_start("authors", 256, 512) == 128 and window_start("trained", 256, 512) == 0
+
+
+def test_the_searches_run_appendix_bs_grids():
+    from clip_min.report.search import configurations
+
+    behavioral = configurations("behavioral", toy=False, objective="behavioral")
+    assert sorted({c["lr"] for c in behavioral}) == sorted([1e-3, 5e-4, 1e-4, 5e-5, 1e-5, 5e-6, 1e-6, 5e-7])
+    assert len(behavioral) == 8 * 4 and {c["l2"] for c in behavioral} == {0.0, 0.1, 0.01, 0.001}
+    iit = configurations("iit-das", toy=False, objective="iit-das")
+    assert len(iit) == 3 * 3 * 4 and {c["lr"] for c in iit} == {1e-5, 5e-6, 1e-6}
+    assert len(configurations("lora", toy=False, objective="iit-das")) == 5 * 3 * 3
+    joint = configurations("joint", toy=False, objective="behavioral", finetune="full")
+    assert [c["joint_alpha"] for c in joint] == [0.2, 0.3, 0.5, 0.7, 0.8]
+    assert {(c["objective"], c["finetune"]) for c in joint} == {("joint", "full")}
+
+
+def test_an_authors_epoch_has_the_released_runs_step_counts():
+    # finetune_clip.py: 77,534 training images in batches of 6 -> 12,923 steps an epoch;
+    # run_iit_clip.py: 100,000 triplets, 200,000 one-way rows in batches of 12 -> 16,667.
+    real = dict(weights="w", data="d", recipe="authors", epochs=1)
+    behavioral = defaults(TrainConfig(objective="behavioral", **real), 12, 512)
+    iit = defaults(TrainConfig(objective="iit-das", **real), 12, 512)
+    assert loop.total_steps(behavioral, 77_534) == 12_923
+    assert loop.total_steps(iit, 77_534) == 16_667
+    paper = defaults(TrainConfig(objective="behavioral", weights="w", data="d", recipe="paper", epochs=1), 12, 512)
+    assert loop.total_steps(paper, 77_534) == 6_462  # 12 images a batch: half the authors' steps
+
+
+def test_table3_follows_the_runs_recipe_and_the_flags(setup, tmp_path, capsys):
+    from tiny import run_eval
+
+    out = tmp_path / "iit"
+    assert run_train(setup, setup["base"], out, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
+                     "--intervention-size", "32", "--iit-samples", "12") == 0
+    capsys.readouterr()
+    world = setup["world"]
+    common = ["table3", "--runs", out, "--norms", world / "norms" / "glasgow_norms.csv", "--n", "4", "--steps", "4",
+              "--device", "cpu"]
+    code, printed, err = run_eval(common, capsys)  # the run's recipe: the authors'
+    assert code == 0, err
+    assert "each unique BPE token's mean attribution of both texts of" in printed
+    assert "gauss-legendre, 4 points, baseline eos; mediation window: trained" in printed
+    code, printed, err = run_eval(common + ["--recipe", "paper", "--window", "authors"], capsys)
+    assert code == 0, err
+    assert "every rated word occurrence of 4 descriptions and 4 captions" in printed
+    assert "trapezoid, 4 points, baseline zero; mediation window: authors" in printed
