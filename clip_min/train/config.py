@@ -88,7 +88,7 @@ TOY_DEFAULTS = {
     ("iit-das", "lora"): dict(lr=3e-4, lora_rank=64),
     ("joint", "full"): dict(lr=3e-5),
     ("joint", "lora"): dict(lr=3e-4, lora_rank=64),
-    ("clip", "full"): dict(lr=2e-3, epochs=24),
+    ("clip", "full"): dict(lr=2e-3, epochs=12),
 }
 
 
