@@ -4,8 +4,8 @@ Pretraining the toy base on a CPU gives a slightly different model on every mach
 rounding differs with the thread count and the CPU's vector kernels, and hundreds of steps of
 contrastive training amplify it (the old base's Desc>Cap read 0.58, 0.66 and 0.68 under one
 thread, AVX2 kernels and two threads). So every machine starts from the same base: the one
-``python -m clip_min.train.toybase`` made (pretrain.TOY_PRETRAIN on the default toy world),
-packed here as ``toy_base.pt``:
+pretrain.pretrain made with TOY_PRETRAIN and TOY_CAPTION_WEIGHT on the default toy world (one
+thread), packed here as ``toy_base.pt``; ``python -m clip_min.train.toybase`` remakes one:
 
   every tensor in fp16, except that of the token embedding (49,408 rows) only the rows training
   changed are kept; the others are the seeded initialisation, rebuilt on unpacking (pretraining
