@@ -12,7 +12,7 @@ unpacks the shipped base and fine-tunes. The set-ups differ only in the environm
   2 threads AVX2 OMP_NUM_THREADS=2 and ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 
 The table gives the base's test preference accuracy (Desc>Cap) and zero-shot F1 per task, the
-preference after fine-tuning and the transfer score, and below it the spread (largest minus
+same after fine-tuning, and the transfer score, and below it the spread (largest minus
 smallest) of each column against its target: 0.03 for accuracies, 0.05 for F1. With --pretrain,
 each set-up also runs `python -m clip_min.train.toybase` (pretraining from scratch, a few minutes)
 and the table gains the rows of those freshly pretrained bases: the spread the shipped base avoids.
@@ -62,31 +62,34 @@ def measure(name: str, extra_env: dict[str, str], scratch: Path, with_pretrainin
     summary = json.loads((cache / "run" / "summary.json").read_text())
     rows = [dict(setup=name, what="shipped base, fine-tuned", wall=wall,
                  base=summary["concadia_accuracy_before"], f1=summary["transfer_f1_before"],
-                 after=summary["concadia_accuracy"], score=summary["transfer_score"])]
+                 after=summary["concadia_accuracy"], f1_after=summary["transfer_f1"], score=summary["transfer_score"])]
     if with_pretraining:
         out, wall = run([sys.executable, "-m", "clip_min.train.toybase", "--out", str(cache / "pretrain")], env)
         found = PRETRAINED.search(out)
         f1 = json.loads(found.group(2).replace("'", '"'))
         rows.append(dict(setup=name, what="pretrained here", wall=wall, base=float(found.group(1)), f1=f1,
-                         after=None, score=None))
+                         after=None, f1_after=None, score=None))
     return rows
 
 
 def table(rows: list[dict]) -> str:
     tasks = sorted(rows[0]["f1"])
     lines = ["| set-up | base | base Desc>Cap | " + " | ".join(f"base {t} F1" for t in tasks)
-             + " | after fine-tuning | transfer score | wall s |",
-             "|---|---|" + "---:|" * (len(tasks) + 4)]
+             + " | after fine-tuning | " + " | ".join(f"after {t} F1" for t in tasks) + " | transfer score | wall s |",
+             "|---|---|" + "---:|" * (2 * len(tasks) + 4)]
     cell = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     for r in rows:
         lines.append(f"| {r['setup']} | {r['what']} | {cell(r['base'])} | " + " | ".join(cell(r["f1"][t]) for t in tasks)
-                     + f" | {cell(r['after'])} | {cell(r['score'])} | {r['wall']:.0f} |")
+                     + f" | {cell(r['after'])} | "
+                     + " | ".join(cell(r["f1_after"] and r["f1_after"][t]) for t in tasks)
+                     + f" | {cell(r['score'])} | {r['wall']:.0f} |")
     for what in dict.fromkeys(r["what"] for r in rows):
         group = [r for r in rows if r["what"] == what]
         spreads = {"base Desc>Cap": ([r["base"] for r in group], TARGETS["accuracy"])}
         spreads.update({f"base {t} F1": ([r["f1"][t] for r in group], TARGETS["f1"]) for t in tasks})
         if group[0]["after"] is not None:
             spreads["after fine-tuning"] = ([r["after"] for r in group], TARGETS["accuracy"])
+            spreads.update({f"after {t} F1": ([r["f1_after"][t] for r in group], TARGETS["f1"]) for t in tasks})
         lines.append(f"\nspread over the set-ups ({what}): " + ", ".join(
             f"{column} {max(v) - min(v):.3f} ({'within' if max(v) - min(v) <= target else 'OVER'} {target})"
             for column, (v, target) in spreads.items()))
