@@ -460,7 +460,7 @@ def run_toy(device: str, small: bool, timeout_s: float) -> dict:
             raise RuntimeError(f"train.py exited {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
         summary = json.loads((Path(temp) / "toy" / "summary.json").read_text())
     progress(f"toy run: {wall:.1f} s")
-    return {"command": " ".join(command[1:]), "wall_s": wall, "built_base": "pretraining the toy base" in done.stdout,
+    return {"command": " ".join(command[1:]), "wall_s": wall, "built_base": "unpacking the toy base" in done.stdout,
             "steps": summary["steps"], "step_time_s": summary["step_time_s"], "accuracy_before": summary["concadia_accuracy_before"],
             "accuracy_after": summary["concadia_accuracy"]}
 

@@ -91,3 +91,23 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
     logits = logit_scale.exp() * image @ text.T  # (B_image, B_text)
     labels = torch.arange(logits.shape[0], device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def two_text_contrastive_loss(image_features: torch.Tensor, description_features: torch.Tensor,
+                              caption_features: torch.Tensor, logit_scale: torch.Tensor,
+                              caption_weight: float = 0.5) -> torch.Tensor:
+    """CLIP's InfoNCE with two right texts per image: its description and its caption.
+
+    logits_{ij} = e^t cos(im_i, text_j) over the B images and 2B texts (descriptions, then
+    captions). Image i's target puts 1 - w of its mass on text i and w = ``caption_weight`` on
+    text B + i (at w = 0.5 the loss is lowest when both kinds score the same); each text's target
+    is its own image.
+    """
+    image = F.normalize(image_features, dim=-1)
+    texts = F.normalize(torch.cat([description_features, caption_features]), dim=-1)
+    logits = logit_scale.exp() * image @ texts.T  # (B, 2B)
+    own = torch.arange(logits.shape[0], device=logits.device)
+    log_p = F.log_softmax(logits, dim=1)
+    image_to_text = -((1 - caption_weight) * log_p[own, own] + caption_weight * log_p[own, own + len(own)]).mean()
+    text_to_image = F.cross_entropy(logits.T, torch.cat([own, own]))
+    return (image_to_text + text_to_image) / 2

@@ -1,6 +1,9 @@
 """clip_min.data.toy: the toy world is deterministic, in Concadia's format, and says what it draws."""
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from PIL import Image
 from clip_min.data import toy
 from clip_min.data.concadia import read_concadia
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(seed=0, n_articles=12, transfer_per_class=3)
 SMALL_CONFIG = toy.ToyConfig(**SMALL)
 # Words a caption may never use: they would make it a description.
@@ -35,6 +39,34 @@ def test_same_seed_same_bytes(world, tmp_path):
     assert (other / toy.CONCADIA_SUBDIR / "resized" / "1.jpg").read_bytes() != (
         world / toy.CONCADIA_SUBDIR / "resized" / "1.jpg"
     ).read_bytes()
+
+
+WORLD_DIGEST = """
+import hashlib, sys, torch
+from pathlib import Path
+from clip_min.data import toy
+from clip_min.images import load_image, preprocess
+root = toy.make_toy_world(Path(sys.argv[1]), seed=0, n_articles=12, transfer_per_class=3)
+digest = hashlib.sha256()
+for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
+for path in sorted((root / toy.CONCADIA_SUBDIR / "resized").glob("*.jpg")):  # what the toy base sees
+    digest.update(preprocess(load_image(path), 32).numpy().tobytes())
+print(torch.get_num_threads(), digest.hexdigest())
+"""
+
+
+def test_same_world_under_one_and_two_threads(tmp_path):
+    # The shipped toy base was trained on this world: its records and pixels may not depend on threads.
+    printed = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        done = subprocess.run([sys.executable, "-c", WORLD_DIGEST, str(tmp_path / threads)], env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        printed.append(done.stdout.split())
+    assert [threads for threads, _ in printed] == ["1", "2"]
+    assert printed[0][1] == printed[1][1]
 
 
 def test_cached_world_is_reused_and_replaced_when_parameters_change(tmp_path):

@@ -128,7 +128,7 @@ TOY_DEFAULTS = {
     ("iit-das", "lora"): dict(lr=3e-4),
     ("joint", "full"): dict(lr=3e-5),
     ("joint", "lora"): dict(lr=3e-4),
-    ("clip", "full"): dict(lr=2e-3, epochs=24, prompt="paper"),
+    ("clip", "full"): dict(lr=2e-3, epochs=12, prompt="paper"),
 }
 
 

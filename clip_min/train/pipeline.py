@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import distributed
 from ..files import atomic_write_text
-from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
+from .pretrain import TOY_CAPTION_WEIGHT, pretrain
+from .toybase import toy_base
 from .runlock import own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
 from .config import TrainConfig, check
@@ -54,7 +55,7 @@ def _run(config: TrainConfig) -> dict:
     print(TOY_BANNER)
     if config.objective == "clip":
         world, tasks = toy_world()
-        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks, caption_share=TOY_CAPTION_SHARE)
+        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks, caption_weight=TOY_CAPTION_WEIGHT)
     with distributed.node_main_first():  # the first process builds the toy world and base; the others find them
         world, tasks = toy_world()
         base = toy_base(world)

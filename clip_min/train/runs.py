@@ -211,7 +211,7 @@ def load_model(weights: str | None, run: str | None, device: str = "cpu", step: 
         return load_run(run, device, step)
     if weights is None:
         from .pipeline import toy_world
-        from .pretrain import toy_base
+        from .toybase import toy_base
 
         world, _ = toy_world()
         weights = str(toy_base(world))
