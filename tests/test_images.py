@@ -127,8 +127,8 @@ def test_modes_convert_to_rgb_after_the_crop_as_openai_does(mode):
 
 def test_grayscale_has_equal_channels():
     got = pp.preprocess(random_image(64, 48, "L"))
-    std = torch.tensor(pp.STD).view(3, 1, 1)
-    mean = torch.tensor(pp.MEAN).view(3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
     unnormalized = got * std + mean  # back to [0, 1]: the three channels are the same gray
     torch.testing.assert_close(unnormalized[0], unnormalized[1], rtol=0, atol=1e-5)
     torch.testing.assert_close(unnormalized[0], unnormalized[2], rtol=0, atol=1e-5)
