@@ -26,6 +26,8 @@ from clip_min.tokenizer import tokenize
 from clip_min.data.toy import make_toy_world, toy_word_ratings, write_glasgow_norms
 from clip_min.weights import save_clip
 
+from test_model import block_float64, layer_norm_float64
+
 # The real vocabulary (the tests use the real tokenizer), everything else tiny; heads = width // 64
 # as OpenAI's format requires (the attribute command loads it from a file).
 TINY = CLIPConfig(
@@ -133,6 +135,49 @@ def test_eq7_the_whole_last_block_end_state_mediates_everything(model, inputs):
     everything = mediated_integrated_gradients(model, image, tokens, orthogonal(1), layer=TINY.text_layers - 1,
                                                k=TINY.text_width, steps=8).attributions
     torch.testing.assert_close(everything, total, rtol=0, atol=1e-5 * total.abs().max().item())
+
+
+def mediated_gradient_float64(model: CLIP, image: torch.Tensor, z: torch.Tensor, P: torch.Tensor, layer: int) -> torch.Tensor:
+    """dC/dz through H alone, in float64: (dh_eot/dz)^T P dC/dh_eot, with every other position of block ``layer``'s output held fixed.
+
+    z (L, width) are the token embeddings of one text whose end token is its last position.
+    """
+    z = z.detach().double().requires_grad_(True)
+    eot = z.shape[0] - 1
+    h = (z + model.positional_embedding[: eot + 1].detach().double())[None]  # (1, L, width)
+    for block in model.transformer.resblocks[: layer + 1]:
+        h = block_float64(block, h, causal=True)
+    h_eot = h[0, eot]
+    site = h_eot.detach().requires_grad_(True)  # the end token's state, as a leaf of its own
+    x = torch.cat([h.detach()[:, :eot], site[None, None]], dim=1)
+    for block in model.transformer.resblocks[layer + 1 :]:
+        x = block_float64(block, x, causal=True)
+    features = layer_norm_float64(x[0, eot], model.ln_final) @ model.text_projection.double()
+    i = image.double()
+    c = model.logit_scale.double().exp() * (i @ features) / (i.norm() * features.norm())
+    (dc_dsite,) = torch.autograd.grad(c, site, retain_graph=False)
+    (dc_dz,) = torch.autograd.grad(h_eot, z, grad_outputs=dc_dsite @ P)  # P is symmetric: row or column, the same
+    return dc_dz
+
+
+def test_eq7_mediated_gradient_is_the_projection_onto_the_first_k_columns_of_R(model, inputs):
+    """k < width and a random rotation, so only P = R_{:, :k} R_{:, :k}^T gives these numbers (not R's rows, not I)."""
+    image, tokens = inputs
+    layer, k = 1, 20
+    R = orthogonal(2)
+    P = R[:, :k].double() @ R[:, :k].double().T
+    eot = int(tokens[0].argmax())
+    x = model.token_embedding(tokens[0, : eot + 1]).detach().double()  # (L, width)
+    baseline = x.clone()
+    baseline[1:eot] = 0
+    # steps = 2: the trapezoid rule with weights 1/2, 1/2 at the baseline and at x
+    gradient = (mediated_gradient_float64(model, image[0], baseline, P, layer)
+                + mediated_gradient_float64(model, image[0], x, P, layer)) / 2
+    expected = ((x - baseline) * gradient).sum(-1)  # (L,)
+    got = mediated_integrated_gradients(model, image[:1], tokens[:1], R, layer=layer, k=k, steps=2).attributions[0, : eot + 1]
+    assert expected.abs().max() > 1e-2  # something passes through H
+    # float32 through 3 blocks and back: ~1e-6 of the largest attribution; 1e-4 of it leaves room.
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
 
 
 def test_eq7_rejects_a_bad_site(model, inputs):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_min.exercises import EXERCISES, ExerciseError, number
+from clip_min.exercises import EXERCISES, ExerciseError, mistakes, number
 from clip_min.exercises.__main__ import main
 from clip_min.exercises.blank import blank_source, make
 from clip_min.exercises.grade import grade, run_tests
@@ -228,3 +228,56 @@ def test_bad_requests_are_one_line_errors(tmp_path, capsys):
         assert words in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "new").exists()
+
+
+# ---- the catalogue of wrong answers (clip_min/exercises/mistakes.py) -----------------------------
+
+
+def test_every_catalogue_entry_applies_exactly_once_and_names_real_tests():
+    """Cheap, and over the whole catalogue: each edit still finds its text once, and its tests exist."""
+    names = [m.name for m in mistakes.MISTAKES]
+    assert len(names) >= 60 and len(set(names)) == len(names)
+    assert set(mistakes.CI_SAMPLE) <= set(names)
+    for m in mistakes.MISTAKES:
+        text = (ROOT / m.file).read_text(encoding="utf-8")
+        assert text.count(m.old) == 1, f"{m.name}: {m.file} holds its text {text.count(m.old)} times; update the entry"
+        assert m.new != m.old and m.what and "\n" not in m.what and m.tests, m.name
+        for test in m.tests:
+            path, name = test.split("::")
+            assert name.split("[")[0] in defs(ast.parse((ROOT / path).read_text(encoding="utf-8"))), \
+                f"{m.name}: {path} has no test {name}"
+
+
+def run_catalogue(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clip_min.exercises", "mistakes", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_a_fixed_sample_of_the_catalogue_is_caught():
+    """The whole catalogue is `python -m clip_min.exercises mistakes`; CI runs this sample of it."""
+    done = run_catalogue("--only", *mistakes.CI_SAMPLE)
+    n = len(mistakes.CI_SAMPLE)
+    assert done.returncode == 0 and f"{n} of {n} caught" in done.stdout, done.stdout + done.stderr
+    caught = re.findall(r"^caught\s+(\S+):", done.stdout, re.MULTILINE)
+    assert sorted(caught) == sorted(mistakes.CI_SAMPLE)
+
+
+def test_the_catalogue_reports_a_miss_and_an_edit_that_does_not_apply():
+    """A harmless edit passes every test, so it is 'missed'; an edit whose text is gone is 'broken'."""
+    probe = """
+from clip_min.exercises import mistakes
+test = ("tests/test_selection.py::test_preference_accuracy_counts_a_tie_as_no_win",)
+harmless = mistakes.Mistake("harmless", "clip_min/metrics.py", "as scikit-learn's macro average", "as scikit-learn does", "x", test)
+gone = mistakes.Mistake("gone", "clip_min/metrics.py", "text that is not there", "y", "x", test)
+print(" ".join(o.status for o in mistakes.run([harmless, gone], progress=lambda line: None)))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["missed", "broken"], done.stdout + done.stderr
+
+
+def test_the_teachers_page_lists_the_catalogue():
+    page = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
+    assert mistakes.table() in page, "docs/README.md's catalogue is stale: paste python -m clip_min.exercises mistakes --table"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    teaching = readme.split("## Teaching with clip_min", 1)[1].split("\n## ", 1)[0]
+    assert f"{len(mistakes.MISTAKES)} wrong answers" in teaching

@@ -6,6 +6,10 @@ from PIL import Image
 
 from clip_min import images as pp
 
+# Typed from OpenAI's clip/clip.py (_transform: Normalize(...)), not read from clip_min.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def random_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
@@ -15,17 +19,23 @@ def random_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> I
 
 
 def reference(image: Image.Image, resolution: int) -> np.ndarray:
-    """Short side to resolution (long side truncated), bicubic, center crop, scale, normalize."""
+    """OpenAI's _transform with PIL and numpy: Resize(bicubic), CenterCrop, convert("RGB"), ToTensor, Normalize.
+
+    Resize sets the short side to resolution and truncates the long one (torchvision's int());
+    PIL resizes in the image's own mode. CenterCrop takes torchvision's offsets,
+    int(round((size - resolution) / 2.0)), rounding half to even. Only then does the mode become RGB.
+    """
     w, h = image.size
     if w <= h:
         size = (resolution, int(resolution * h / w))
     else:
         size = (int(resolution * w / h), resolution)
-    pixels = np.asarray(image.resize(size, Image.BICUBIC), dtype=np.float64)  # (H, W, 3)
+    resized = image.resize(size, Image.BICUBIC) if size != image.size else image
     top = int(round((size[1] - resolution) / 2.0))
     left = int(round((size[0] - resolution) / 2.0))
-    pixels = pixels[top : top + resolution, left : left + resolution]
-    x = (pixels / 255.0 - np.array(pp.MEAN)) / np.array(pp.STD)
+    cropped = resized.crop((left, top, left + resolution, top + resolution))
+    pixels = np.asarray(cropped.convert("RGB"), dtype=np.float64)  # (H, W, 3)
+    x = (pixels / 255.0 - np.array(OPENAI_MEAN)) / np.array(OPENAI_STD)
     return x.transpose(2, 0, 1)  # (3, resolution, resolution)
 
 
@@ -37,7 +47,35 @@ def test_matches_float64_reference(width, height):
     image = random_image(width, height, seed=width * height)
     got = pp.preprocess(image)
     assert got.shape == (3, 224, 224) and got.dtype == torch.float32
-    np.testing.assert_allclose(got.double().numpy(), reference(image, 224), rtol=0, atol=1e-6)
+    # The same uint8 pixels on both sides; float32 normalisation of values up to ~2 leaves ~3e-7, and
+    # one grey level is 1 / 255 / 0.27 = 0.015, so 1e-5 sees any pixel that differs.
+    np.testing.assert_allclose(got.double().numpy(), reference(image, 224), rtol=0, atol=1e-5)
+
+
+def test_constants_are_openais():
+    assert pp.MEAN == OPENAI_MEAN and pp.STD == OPENAI_STD
+    image = Image.new("RGB", (224, 224), (0, 128, 255))
+    got = pp.preprocess(image)[:, 0, 0].double().numpy()
+    want = (np.array([0, 128, 255]) / 255.0 - np.array(OPENAI_MEAN)) / np.array(OPENAI_STD)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("width, height, left, top", [
+    (224, 224, 0, 0),
+    (225, 224, 0, 0),  # 0.5 rounds to 0 (half to even): not 1 as int(x + 0.5) or ceil would
+    (226, 224, 1, 0),
+    (227, 224, 2, 0),  # 1.5 rounds to 2: not 1 as floor would
+    (229, 224, 2, 0),  # 2.5 rounds to 2
+    (224, 227, 0, 2),
+    (224, 225, 0, 0),
+    (224, 231, 0, 4),  # 3.5 rounds to 4
+])
+def test_center_crop_offsets_follow_torchvision(width, height, left, top):
+    """Short side already 224, so no resize: the crop alone, at offsets torchvision gives (typed here)."""
+    image = random_image(width, height, seed=width + 7 * height)
+    window = np.asarray(image, dtype=np.float64)[top : top + 224, left : left + 224] / 255.0
+    want = ((window - np.array(OPENAI_MEAN)) / np.array(OPENAI_STD)).transpose(2, 0, 1)
+    np.testing.assert_allclose(pp.preprocess(image).double().numpy(), want, rtol=0, atol=1e-5)
 
 
 def test_long_side_is_truncated_not_rounded():
@@ -50,19 +88,20 @@ def test_resolution_argument():
     image = random_image(90, 70, seed=1)
     got = pp.preprocess(image, resolution=32)
     assert got.shape == (3, 32, 32)
-    np.testing.assert_allclose(got.double().numpy(), reference(image, 32), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got.double().numpy(), reference(image, 32), rtol=0, atol=1e-5)
 
 
 def make_mode(mode: str) -> Image.Image:
     base = random_image(120, 80, "RGB", seed=2)
+    alpha = Image.fromarray(np.random.default_rng(4).integers(0, 256, (80, 120), dtype=np.uint8), "L")
     if mode == "I;16":
         return Image.fromarray(np.arange(120 * 80, dtype=np.uint16).reshape(80, 120))  # mode I;16
     if mode == "RGBA":
         return random_image(120, 80, "RGBA", seed=3)
-    if mode == "LA":
-        return base.convert("RGBA").convert("LA")
-    if mode == "PA":
-        return base.convert("P").convert("PA")
+    if mode in ("LA", "PA"):  # an alpha that varies, so resizing with it (premultiplied) differs from without
+        image = base.convert(mode[0])
+        image.putalpha(alpha)
+        return image
     return base.convert(mode)
 
 
@@ -74,13 +113,25 @@ def test_any_mode_gives_rgb_tensor(mode):
     assert got.shape == (3, 224, 224) and torch.isfinite(got).all()
 
 
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "PA", "L", "CMYK"])
+def test_modes_convert_to_rgb_after_the_crop_as_openai_does(mode):
+    """PIL resizes P images with nearest neighbour and RGBA/LA with premultiplied alpha: converting first gives other pixels."""
+    image = make_mode(mode)
+    assert image.mode == mode
+    got = pp.preprocess(image).double().numpy()
+    np.testing.assert_allclose(got, reference(image, 224), rtol=0, atol=1e-5)  # the same uint8 pixels, as above
+    converted_first = reference(image.convert("RGB"), 224)
+    if mode in ("P", "RGBA", "LA", "PA"):  # the order shows here: check that the test can tell
+        assert np.abs(converted_first - got).max() > 0.05
+
+
 def test_grayscale_has_equal_channels():
     got = pp.preprocess(random_image(64, 48, "L"))
-    std = torch.tensor(pp.STD).view(3, 1, 1)
-    mean = torch.tensor(pp.MEAN).view(3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(3, 1, 1)
+    mean = torch.tensor(OPENAI_MEAN).view(3, 1, 1)
     unnormalized = got * std + mean  # back to [0, 1]: the three channels are the same gray
-    torch.testing.assert_close(unnormalized[0], unnormalized[1], rtol=0, atol=1e-6)
-    torch.testing.assert_close(unnormalized[0], unnormalized[2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(unnormalized[0], unnormalized[1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(unnormalized[0], unnormalized[2], rtol=0, atol=1e-5)
 
 
 def test_load_image(tmp_path):

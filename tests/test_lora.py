@@ -29,9 +29,10 @@ def randomize_lora(model: nn.Module, seed: int = 1) -> None:
                 module.lora_B.copy_(torch.randn(module.lora_B.shape, generator=generator) * 0.1)
 
 
-def lora_linear_float64(x, weight, bias, branch: LoRABranch) -> torch.Tensor:
+def lora_linear_float64(x, weight, bias, branch: LoRABranch, scaling: float) -> torch.Tensor:
+    """x (W + scaling B A)^T + b in float64; ``scaling`` is alpha / r worked out by the caller, not read off the branch."""
     A, B = branch.lora_A.double(), branch.lora_B.double()
-    return x.double() @ (weight.double() + branch.scaling * B @ A).T + bias.double()
+    return x.double() @ (weight.double() + scaling * B @ A).T + bias.double()
 
 
 # --- the layer equation ---------------------------------------------------------------------
@@ -51,9 +52,9 @@ def test_lora_linear_matches_float64_equation(rank, alpha):
     torch.manual_seed(0)
     layer = LoRALinear(nn.Linear(16, 8), LoRAConfig(rank=rank, alpha=alpha))
     randomize_lora(layer)
-    assert layer.lora.scaling == (rank if alpha is None else alpha) / rank
     x = torch.randn(3, 5, 16)
-    expected = lora_linear_float64(x, layer.weight, layer.bias, layer.lora)
+    expected = lora_linear_float64(x, layer.weight, layer.bias, layer.lora, (rank if alpha is None else alpha) / rank)
+    # One 16-long dot product and a rank-r one on values of size ~1: float32 leaves ~1e-7.
     torch.testing.assert_close(layer(x).double(), expected, rtol=0, atol=1e-5)
 
 
@@ -73,11 +74,36 @@ def test_dropout_acts_on_the_branch_only():
     randomize_lora(layer)
     x = torch.randn(200, 16)
     layer.eval()
-    assert torch.allclose(layer(x).double(), lora_linear_float64(x, layer.weight, layer.bias, layer.lora), atol=1e-5)
+    torch.testing.assert_close(layer(x).double(), lora_linear_float64(x, layer.weight, layer.bias, layer.lora, 1.0),
+                               rtol=0, atol=1e-5)  # alpha = r: scaling 1; float32 leaves ~1e-7 here
     layer.train()
     with torch.no_grad():
         layer.lora.lora_B.zero_()  # no branch: the frozen path alone must be deterministic
     assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_dropout_acts_on_the_branch_input():
+    """h = W x + b + (alpha / r) B A dropout(x), as loralib and peft drop x before A, not A x or B A x.
+
+    With A square and invertible (r = in) and B tall (out > r), the branch's output gives back
+    the dropped input u = dropout(x) exactly: u = A^{-1} B^+ (h - W x - b) / scaling. Each entry
+    of u must be 0 or x / (1 - p). Dropping A x, or B A x, gives other values.
+    """
+    p, rank, alpha = 0.5, 6, 12.0
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(rank, 16), LoRAConfig(rank=rank, alpha=alpha, dropout=p))
+    randomize_lora(layer)
+    layer.train()
+    x = torch.randn(50, rank) + 2.0  # away from 0, so a kept entry is never mistaken for a dropped one
+    with torch.no_grad():
+        branch = (layer(x).double() - (x.double() @ layer.weight.double().T + layer.bias.double()))  # (50, 16)
+    A, B = layer.lora.lora_A.double(), layer.lora.lora_B.double()
+    u = torch.linalg.lstsq(B, branch.T / (alpha / rank)).solution  # (rank, 50): A dropout(x)
+    u = torch.linalg.solve(A, u).T  # (50, rank): dropout(x)
+    kept = (u - x.double() / (1 - p)).abs() < 1e-3
+    dropped = u.abs() < 1e-3
+    assert (kept | dropped).all(), "the branch's input is not dropout(x): dropout sits elsewhere on the branch"
+    assert 0.3 < dropped.double().mean() < 0.7  # p = 0.5 of the entries dropped, so dropout did act
 
 
 @pytest.mark.parametrize("targets, slices", [("qv", "qv"), ("attn", "qkv")])
@@ -92,9 +118,10 @@ def test_fused_in_proj_matches_float64_attention(targets, slices):
 
     w, h = TINY.text_width, TINY.text_heads
     weight = attn.in_proj_weight.double().clone()
-    for i, s in enumerate("qkv"):
+    for i, s in enumerate("qkv"):  # [W_q; W_k; W_v], each slice plus (alpha / r) B A = (8 / 4) B A
         if s in slices:
-            weight[i * w : (i + 1) * w] += getattr(attn.in_proj_lora, s).delta_weight().double()
+            branch = getattr(attn.in_proj_lora, s)
+            weight[i * w : (i + 1) * w] += 2.0 * branch.lora_B.double() @ branch.lora_A.double()
     q, k, v = (x.double() @ weight.T + attn.in_proj_bias.double()).split(w, dim=-1)  # (B, L, w) each
     q, k, v = (t.view(2, 7, h, w // h).transpose(1, 2) for t in (q, k, v))  # (B, h, L, w / h)
     logits = q @ k.transpose(-1, -2) / math.sqrt(w // h)
@@ -103,9 +130,10 @@ def test_fused_in_proj_matches_float64_attention(targets, slices):
     mixed = heads.transpose(1, 2).reshape(2, 7, w)
     out = attn.out_proj
     if targets == "attn":
-        expected = lora_linear_float64(mixed, out.weight, out.bias, out.lora)
+        expected = lora_linear_float64(mixed, out.weight, out.bias, out.lora, 2.0)
     else:
         expected = mixed @ out.weight.double().T + out.bias.double()
+    # One attention on inputs of size ~1: float32 rounding leaves ~1e-6.
     torch.testing.assert_close(attn(x, causal=True).double(), expected, rtol=0, atol=1e-5)
 
 
@@ -187,6 +215,7 @@ def test_merged_forward_equals_unmerged_forward():
     tokens, pixels = random_tokens(4), torch.randn(2, 3, 32, 32)
     text, image = model.encode_text(tokens), model.encode_image(pixels)
     merge_lora(model)
+    # The merged W + B A differs from W x + B A x only by rounding: ~1e-6 on features of size ~3.
     torch.testing.assert_close(model.encode_text(tokens), text, rtol=0, atol=1e-5)
     torch.testing.assert_close(model.encode_image(pixels), image, rtol=0, atol=1e-5)
     unmerge_lora(model)
@@ -203,11 +232,19 @@ def test_merge_is_idempotent_and_unmerge_restores_W():
     merge_lora(model)  # a second merge must not add B A again
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in once.items())
     attn = model.transformer.resblocks[0].attn
-    expected_q = frozen["transformer.resblocks.0.attn.in_proj_weight"][: TINY.text_width] + attn.in_proj_lora.q.delta_weight()
-    torch.testing.assert_close(attn.in_proj_weight[: TINY.text_width], expected_q.detach(), rtol=0, atol=1e-6)
+    w = TINY.text_width
+    for i, s in enumerate("qkv"):  # alpha = r: each slice of [W_q; W_k; W_v] gains B A
+        branch = getattr(attn.in_proj_lora, s)
+        expected = (frozen["transformer.resblocks.0.attn.in_proj_weight"][i * w : (i + 1) * w].double()
+                    + branch.lora_B.double() @ branch.lora_A.double())
+        # Weights of size ~0.1 plus a rank-4 product, rounded once to float32: ~1e-8.
+        torch.testing.assert_close(attn.in_proj_weight[i * w : (i + 1) * w].double(), expected, rtol=0, atol=1e-6)
+    out = model.transformer.resblocks[0].attn.out_proj
+    expected = frozen["transformer.resblocks.0.attn.out_proj.weight"].double() + out.lora.lora_B.double() @ out.lora.lora_A.double()
+    torch.testing.assert_close(out.weight.double(), expected, rtol=0, atol=1e-6)
     unmerge_lora(model)
     unmerge_lora(model)
-    for k, v in frozen.items():
+    for k, v in frozen.items():  # W + B A - B A: two float32 roundings of values of size ~0.1
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=1e-6)
 
 

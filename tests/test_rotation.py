@@ -65,12 +65,48 @@ def test_gradients_reach_the_rotation(orthogonal_map):
     assert params[0].grad is not None and params[0].grad.abs().sum() > 0
 
 
+def cayley_float64(A: torch.Tensor) -> torch.Tensor:
+    eye = torch.eye(A.shape[0], dtype=torch.float64)
+    return torch.linalg.solve(eye - A / 2, eye + A / 2)  # (I - A/2)^{-1} (I + A/2)
+
+
+def matrix_exp_float64(A: torch.Tensor) -> torch.Tensor:
+    """exp(A) as its Taylor series, summed until the terms vanish (A is small here)."""
+    total, term = torch.eye(A.shape[0], dtype=torch.float64), torch.eye(A.shape[0], dtype=torch.float64)
+    for n in range(1, 40):
+        term = term @ A / n
+        total = total + term
+    return total
+
+
+@pytest.mark.parametrize("orthogonal_map, formula", [("matrix_exp", matrix_exp_float64), ("cayley", cayley_float64)])
+def test_R_follows_the_orthogonal_map_named(orthogonal_map, formula):
+    """R = R_0 f(A), A = tril(X) - tril(X)^T from the free parameter X, with f the map asked for.
+
+    At A = 0 both maps give R_0, so X is set to a random matrix of size ~0.3: there, exp(A) and
+    the Cayley map differ by ~1e-2, far above rounding, so a map that is not passed on is seen.
+    """
+    torch.manual_seed(0)
+    rotation = Rotation(8, orthogonal_map)
+    X = 0.3 * torch.randn(8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        rotation.parametrizations.weight.original.copy_(X)
+    R_0 = rotation.parametrizations.weight[0].base.double()  # the orthogonal init, fixed
+    A = X.double().tril() - X.double().tril().T
+    other = cayley_float64 if formula is matrix_exp_float64 else matrix_exp_float64
+    assert (formula(A) - other(A)).abs().max() > 1e-3  # the two maps really differ at this X
+    # An 8 x 8 solve or exponential in float32: rounding leaves ~1e-6.
+    torch.testing.assert_close(rotation.R.detach().double(), R_0 @ formula(A), rtol=0, atol=1e-5)
+
+
 def test_unrotate_inverts_rotate():
     torch.manual_seed(0)
     rotation = Rotation(16)
     x = torch.randn(5, 16)
     R = rotation.R.detach().double()
+    # A 16-long dot product of values of size ~1 in float32: ~1e-7.
     torch.testing.assert_close(rotation.rotate(x).double(), x.double() @ R, rtol=0, atol=1e-5)
+    torch.testing.assert_close(rotation.unrotate(x).double(), x.double() @ R.T, rtol=0, atol=1e-5)
     torch.testing.assert_close(rotation.unrotate(rotation.rotate(x)), x, rtol=0, atol=1e-5)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from scipy import stats
 
@@ -13,7 +14,7 @@ from clip_min.report import selection, table1, table3
 from clip_min.train.runs import RunError
 from clip_min.report.figures import PALETTE, figure_training, figure_tradeoff
 from clip_min.report.selection import format_table, mean_interval, read_run, table_rows
-from clip_min.metrics import recovery
+from clip_min.metrics import preference_accuracy, recovery, trade_off, transfer_score
 
 BASE_F1 = {"food": 0.8, "cifar": 0.5}
 # step: (val accuracy, F1 per task). By hand, with base F1 food 0.8 and cifar 0.5:
@@ -54,6 +55,24 @@ def test_recovery_transfer_score_and_trade_off_by_hand(tmp_path):
     assert [s.trade_off for s in run.steps] == pytest.approx([0.725, 0.800, 0.788])
     assert run.best.step == 20
     assert run.base.accuracy == 0.5 and run.base.transfer_score == pytest.approx(1.0)
+
+
+def test_transfer_score_is_the_mean_recovery_over_three_tasks():
+    """Three tasks, so the mean (0.8) differs from the median (0.9) and from total F1 / total base F1 (0.7)."""
+    base = {"food": 0.8, "cifar": 0.5, "imagenet": 0.2, "empty": 0.0}
+    f1 = {"food": 0.8, "cifar": 0.25, "imagenet": 0.18, "empty": 0.3}  # recoveries 1.0, 0.5, 0.9; "empty" is left out
+    assert transfer_score(f1, base) == pytest.approx((1.0 + 0.5 + 0.9) / 3)
+    assert recovery(f1, base) == pytest.approx({"food": 1.0, "cifar": 0.5, "imagenet": 0.9})
+    assert transfer_score({"empty": 0.3}, base) is None  # no task the base scores on: no score
+    assert trade_off(0.6, 0.8, a=0.9) == pytest.approx(0.9 * 0.6 + 0.1 * 0.8)
+
+
+def test_preference_accuracy_counts_a_tie_as_no_win():
+    """A description that only ties its caption is not preferred: Desc > Cap, strictly."""
+    c_des = torch.tensor([2.0, 1.0, 3.0, 0.5, 4.0])
+    c_cap = torch.tensor([1.0, 1.0, 3.5, 0.5, 3.0])  # wins, tie, loss, tie, win
+    assert preference_accuracy(c_des=c_des, c_cap=c_cap) == pytest.approx(2 / 5)
+    assert preference_accuracy(c_des=c_cap, c_cap=c_des) == pytest.approx(1 / 5)  # the arguments are not symmetric
 
 
 @pytest.mark.parametrize("a, best", [(0.9, 20), (1.0, 30), (0.0, 10)])

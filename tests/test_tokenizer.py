@@ -133,9 +133,10 @@ def test_too_long_raises_and_truncates():
         tk.tokenize(["ok", text])
     assert "'word word" in str(err.value)
     cut = tk.tokenize(text, truncate=True)
-    assert cut.shape == (1, 77) and cut[0, 0] == tk.SOT and cut[0, -1] == tk.EOT
+    # <|startoftext|> and <|endoftext|> are 49406 and 49407 in OpenAI's vocabulary (typed, not read from tk)
+    assert cut.shape == (1, 77) and cut[0, 0] == 49406 and cut[0, -1] == 49407
     exactly_full = "word " * 75  # 75 + 2 tokens: fits without truncation
-    assert tk.tokenize(exactly_full)[0, -1] == tk.EOT
+    assert tk.tokenize(exactly_full)[0, -1] == 49407
 
 
 def test_decode_round_trip(ours):

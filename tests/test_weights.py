@@ -27,7 +27,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
     pytest.mark.filterwarnings("ignore:`torch.jit.trace_method` is deprecated:DeprecationWarning"),
 ]
-ATOL = 1e-5  # max |ours - reference| over the features, all in fp32
+# max |ours - reference| over the features, all in fp32. Features of size ~1 after 12 blocks: we measured
+# rounding up to 3.1e-6 (HF's image path); kept this tight so that a small slip (an eps, a scale) still shows.
+ATOL = 1e-5
 SENTENCES = [
     "A photo depicts a red bicycle leaning against a brick wall.",
     "Two children play chess on a wooden table in a sunny park while their grandfather watches.",

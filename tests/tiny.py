@@ -1,5 +1,8 @@
 """A tiny CLIP and random token ids shared by the tests of LoRA and the intervention."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -70,3 +73,12 @@ def run_eval(argv, capsys) -> tuple[int, str, str]:
     code = eval_script.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def openai_reference(name: str):
+    """OpenAI's clip/NAME.py from the openai-clip package, loaded by file path (its __init__ needs torchvision)."""
+    folder = Path(importlib.util.find_spec("clip").submodule_search_locations[0])
+    spec = importlib.util.spec_from_file_location(f"openai_clip_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

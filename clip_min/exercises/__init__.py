@@ -3,6 +3,7 @@
     python -m clip_min.exercises list                      # the exercises, in teaching order
     python -m clip_min.exercises make DIR [--only NAMES]   # a student copy with their bodies blanked
     python -m clip_min.exercises check [NAMES]             # inside a copy: a scoreboard of the tests
+    python -m clip_min.exercises mistakes [--only NAMES]   # the catalogue of wrong answers, each must be caught
 
 In the copy, each listed function keeps its decorators, signature and docstring; the rest of its
 body becomes ``raise NotImplementedError("Exercise N: write ...; see docs/...")``, and nothing
@@ -56,6 +57,7 @@ EXERCISES = (
         ("tests/test_lora.py::test_zero_B_is_the_frozen_layer_exactly",
          "tests/test_lora.py::test_lora_linear_matches_float64_equation",
          "tests/test_lora.py::test_dropout_acts_on_the_branch_only",
+         "tests/test_lora.py::test_dropout_acts_on_the_branch_input",
          "tests/test_lora.py::test_fused_in_proj_matches_float64_attention",
          "tests/test_lora.py::test_zero_B_leaves_the_model_unchanged",
          "tests/test_lora.py::test_gradients_reach_every_adapter",
@@ -117,6 +119,7 @@ EXERCISES = (
         (("clip_min/attribution.py", "route_gradient"),),
         ("tests/test_attribution.py::test_eq7_mediated_is_zero_when_the_site_is_cut",
          "tests/test_attribution.py::test_eq7_mediated_plus_around_is_total",
+         "tests/test_attribution.py::test_eq7_mediated_gradient_is_the_projection_onto_the_first_k_columns_of_R",
          "tests/test_attribution.py::test_eq7_the_whole_last_block_end_state_mediates_everything"),
     ),
     Exercise(
@@ -124,6 +127,7 @@ EXERCISES = (
         (("clip_min/metrics.py", "recovery"), ("clip_min/metrics.py", "transfer_score"),
          ("clip_min/metrics.py", "trade_off")),
         ("tests/test_selection.py::test_recovery_transfer_score_and_trade_off_by_hand",
+         "tests/test_selection.py::test_transfer_score_is_the_mean_recovery_over_three_tasks",
          "tests/test_selection.py::test_best_step_follows_a"),
     ),
 )

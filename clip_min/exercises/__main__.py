@@ -1,13 +1,15 @@
-"""python -m clip_min.exercises list | make DIR [--only NAMES] | check [NAMES]"""
+"""python -m clip_min.exercises list | make DIR [--only NAMES] | check [NAMES] | mistakes [--only NAMES] [--table]"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from . import EXERCISES, REPOSITORY, ExerciseError, number, select
 from .blank import make
 from .grade import grade, run_tests, scoreboard
+from . import mistakes
 
 
 def list_command(args) -> int:
@@ -44,6 +46,21 @@ def check_command(args) -> int:
     return 0 if all(g.status == "passed" for g in grades) else 1
 
 
+def mistakes_command(args) -> int:
+    if args.table:
+        print(mistakes.table())
+        return 0
+    chosen = mistakes.select(args.only)
+    print(f"applying {len(chosen)} wrong answers one at a time to a copy of {REPOSITORY}, "
+          "and running the tests that should catch each ...", flush=True)
+    start = time.monotonic()
+    outcomes = mistakes.run(chosen, progress=lambda line: print(line, flush=True))
+    caught = sum(o.status == "caught" for o in outcomes)
+    print(f"{caught} of {len(outcomes)} caught in {time.monotonic() - start:.0f} s" +
+          "".join(f"; {n} {s}" for s in ("missed", "broken") if (n := sum(o.status == s for o in outcomes))))
+    return 0 if caught == len(outcomes) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clip_min.exercises",
@@ -58,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("check", help="run the exercises' tests here and print a scoreboard")
     p.add_argument("names", nargs="*", metavar="NAME", help="the exercises to check (default: all)")
     p.set_defaults(func=check_command)
+    p = commands.add_parser("mistakes", help="apply each wrong answer of the catalogue alone and check that the tests catch it")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="only these entries (default: the whole catalogue)")
+    p.add_argument("--table", action="store_true", help="print the catalogue as a markdown table and stop")
+    p.set_defaults(func=mistakes_command)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
