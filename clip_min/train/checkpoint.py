@@ -15,7 +15,8 @@ because the checkpoint holds every input of the remaining steps:
     progress    the step, metrics.jsonl's records, every step's loss and time, the wall time,
                 the selected step and its trade-off
     selected    the selected step's tensors (``clip_min.train.selected``), to rewrite selected.pt on resume
-    run         the resolved configuration and what was measured before training
+    run         the resolved configuration, the base's fingerprint, the training split's digest
+                (records and image bytes) and what was measured before training
 
 A checkpoint is only plain tensors, dicts, lists, numbers and strings, so it loads with
 ``torch.load(weights_only=True)``, which never runs code from the file. It is written to a
@@ -168,17 +169,26 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
 
 def config_changes(saved: dict, now: dict) -> list[str]:
     """Fields outside MAY_CHANGE whose values differ, as '--flag was X, now Y'."""
-    names = sorted((saved.keys() | now.keys()) - set(MAY_CHANGE))
+    # --overwrite says how the run took its folder, not what it trains (and a resume cannot take it).
+    names = sorted((saved.keys() | now.keys()) - set(MAY_CHANGE) - {"overwrite"})
     return [f"--{name.replace('_', '-')} was {saved.get(name)!r}, now {now.get(name)!r}"
             for name in names if saved.get(name) != now.get(name)]
 
 
-def check_train_size(state: dict, n: int) -> None:
-    """Refuse data whose training split changed: the saved permutation indexes into it."""
+def check_train_data(state: dict, n: int, train_id: str | None) -> None:
+    """Refuse data whose training split changed: the saved permutation indexes into it, and the run learned from it.
+
+    ``train_id`` is evaluation.split_digest of the split now (None outside the main process);
+    checkpoints from before it was kept have only the count to compare.
+    """
     saved = state["run"]["train_images"]
     if saved != n:
         raise CheckpointError(f"the training split has {n} usable images now and had {saved} when the run started; "
                               "resume with the data the run started with")
+    saved_id = state["run"].get("train_id")
+    if train_id is not None and saved_id is not None and saved_id != train_id:
+        raise CheckpointError("the training split is not the one the run started with (its records or images "
+                              "changed, though their number did not); resume with the data the run started with")
 
 
 def restore(state: dict, model: torch.nn.Module, rotation: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
