@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import selected
-from .config import TrainConfig
+from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
@@ -73,6 +73,10 @@ def read_run_config(folder: str | Path) -> dict:
     missing = [name for name in REQUIRED_FIELDS if name not in config]
     if missing:
         raise RunError(f"{path} lacks {', '.join(missing)}; the run folder is damaged or not from train.py")
+    site = [name for name in ("layer", "intervention_size") if name not in config]
+    if config["objective"] in IIT_OBJECTIVES and site:
+        raise RunError(f"{path} lacks {', '.join(site)}, where an {config['objective']} run intervenes; "
+                       "the run folder is damaged or not from train.py")
     for name, value in config.items():
         problem = field_problem(name, value)
         if problem:
@@ -86,7 +90,7 @@ def _hints() -> dict[str, object]:
 
 # What config.json holds besides TrainConfig's fields.
 EXTRA_FIELDS = {"weights_id": str | None, "transfer": list}
-CHOICES = dict(objective=("clip", "behavioral", "iit-das", "joint"), finetune=("lora", "full"),
+CHOICES = dict(objective=OBJECTIVES, finetune=("lora", "full"),
                lora_targets=("qv", "attn", "all-linear"), towers=("text", "both"))
 
 
