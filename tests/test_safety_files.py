@@ -475,3 +475,28 @@ def test_sixteen_bit_and_float_images_are_scaled_to_eight_bits(tmp_path):
     for image in (load_image(path), Image.fromarray(wide.astype(np.int32)), Image.fromarray(grey / np.float32(255))):
         assert image.mode in ("I;16", "I", "F")
         torch.testing.assert_close(preprocess(image, 32), expected, atol=0, rtol=0)
+
+
+def test_a_checkpoint_with_a_valid_checksum_but_another_layout_is_one_line(setup, finished, tmp_path, capsys):
+    from clip_min.train import checkpoint
+
+    def damaged(change) -> Path:
+        run = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(finished, run)
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        del state["sha256"]
+        change(state)
+        state["sha256"] = checkpoint.digest(state)  # a checksum anyone can compute
+        torch.save(state, run / "checkpoint.pt")
+        return run
+
+    cases = {"not laid out as clip_min writes": lambda s: s.update(run=[1, 2]),
+             "not laid out as clip_min": lambda s: s["progress"].update(hacked=1),
+             "do not fit this run's model": lambda s: s["trainable"].update(
+                 {name + "_renamed": t for name, t in list(s["trainable"].items())[:1]})}
+    for message, change in cases.items():
+        run = damaged(change)
+        before = sha(run / "checkpoint.pt")
+        assert train.main(["--resume", str(run), "--max-steps", "4"]) == 2, message
+        assert message in one_line_error(capsys, "train.py")
+        assert sha(run / "checkpoint.pt") == before

@@ -205,7 +205,7 @@ def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTa
     if mapping is None:
         raise DataError(f"{root}: ImageNet class folders but no {SYNSET_MAPPING} in it or its parent; put the file from the ILSVRC release there")
     synsets, classes = [], []
-    for number, line in enumerate(mapping.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(mapping).splitlines(), 1):
         if not line.strip():
             continue
         synset, _, names = line.strip().partition(" ")

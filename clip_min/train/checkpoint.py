@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +157,14 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
     if state.pop("sha256") != digest(state):
         raise CheckpointError(f"{path} is damaged: its contents do not match the checksum saved with them; nothing "
                               "was changed: restore a copy of it, or start again with another --out")
+    # The checksum shows the file is whole, not that clip_min wrote it: anyone can compute one.
+    run, progress = state.get("run"), state.get("progress")
+    if not (isinstance(run, dict) and isinstance(run.get("config"), dict) and isinstance(run.get("train_images"), int)
+            and isinstance(progress, dict) and set(progress) <= {f.name for f in fields(Progress)}
+            and isinstance(state.get("trainable"), dict) and all(isinstance(t, torch.Tensor) for t in state["trainable"].values())
+            and all(isinstance(state.get(part), dict) for part in ("optimizer", "order", "rng"))):
+        raise CheckpointError(f"{path} is not laid out as clip_min writes a checkpoint (run, progress, trainable, "
+                              "optimizer, order, rng); nothing was changed")
     changes = config_changes(state["run"]["config"], run_config)
     if changes:
         raise CheckpointError(f"--resume {folder}: the run was started with another configuration ({'; '.join(changes)}); "
@@ -199,9 +207,14 @@ def restore(state: dict, model: torch.nn.Module, rotation: torch.nn.Module | Non
     numbers, and the generators must be in their checkpointed state when training goes on.
     """
     own = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    saved = state["trainable"]
+    wrong = [name for name in own if name not in saved or saved[name].shape != own[name].shape] + sorted(saved.keys() - own.keys())
+    if wrong:
+        raise CheckpointError(f"{NAME}: its trained tensors do not fit this run's model (first {wrong[0]}); "
+                              "the checkpoint is damaged or from another run")
     with torch.no_grad():
         for name, p in own.items():
-            p.copy_(state["trainable"][name])
+            p.copy_(saved[name])
     if rotation is not None:
         rotation.load_state_dict(state["rotation"])
     optimizer.load_state_dict(state["optimizer"])
