@@ -60,14 +60,14 @@ def is_within(path: str | Path, folder: str | Path) -> bool:
     return os.path.commonpath([path, folder]) == folder
 
 
-def check_output(out: str | Path, flag: str, inputs: dict[str, str | Path | None], holds: bool = True) -> None:
+def check_output(out: str | Path, flag: str, inputs: list[tuple[str, str | Path | None]], holds: bool = True) -> None:
     """Refuse an output path that is, lies inside, or (``holds``: a folder written whole) holds one of the command's inputs.
 
-    ``inputs`` maps a name ("--weights", "the run's base") to a path or None. Writing a run
+    ``inputs`` pairs a name ("--weights", "the run's base") with a path or None. Writing a run
     folder into the data folder, or exporting over the base weights, would destroy what the
     command reads; the check compares real paths, so a symlink or "a/../b" does not get past it.
     """
-    for name, path in inputs.items():
+    for name, path in inputs:
         if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
             continue
         if is_within(out, path) or (holds and is_within(path, out)):

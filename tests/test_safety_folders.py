@@ -137,7 +137,7 @@ def test_the_default_folder_keeps_the_earlier_run_beside_it(setup, tmp_path, mon
     assert train.main(flags(setup, None, seed=1)) == 0
     out = capsys.readouterr().out
     (kept,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("latest-")]
-    assert f"the earlier run in runs/latest is kept as {Path('runs') / kept.name}" in out
+    assert f"the earlier run in runs/latest (the default --out) is kept as {Path('runs') / kept.name}" in out
     assert contents(kept) == first  # the first run, whole
     latest = tmp_path / "runs" / "latest"
     assert (latest / "summary.json").is_file() and contents(latest)["checkpoint.pt"] != first["checkpoint.pt"]

@@ -122,9 +122,9 @@ def attribute_command(args) -> int:
     if args.text is not None and args.data is not None:
         raise ValueError("give either --text with --image, or --data, not both")
     if args.html:
-        check_output(args.html, "--html", {"--image": args.image, "--data": args.data, "--images": args.images,
-                                           "--weights": args.weights, "--run": args.run, "--norms": args.norms,
-                                           "--concreteness": args.concreteness}, holds=False)
+        inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
+                                                                  "concreteness")]
+        check_output(args.html, "--html", inputs, holds=False)
     items, images, toy_norms = _items(args)
     norms = load_norms(args.norms or toy_norms, args.concreteness)
 

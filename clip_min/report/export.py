@@ -40,7 +40,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.run is None and args.weights is None:
         raise ValueError("export needs --run (a train.py run folder), or --weights to convert a checkpoint")
     base = read_run_config(args.run).get("weights") if args.run is not None else None
-    check_output(args.out, "--out", {"--weights": args.weights, "--run": args.run, "the run's base": base},
+    check_output(args.out, "--out", [("--weights", args.weights), ("--run", args.run), ("the run's base", base)],
                  holds=args.format == "hf")
     session = open_model(args)
     model = session.model

@@ -212,9 +212,9 @@ def prefer_command(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
     if args.html:
-        check_output(args.html, "--html", {"--weights": args.weights, "--pool": args.pool,
-                                           **{f"--run {run}": run for run in args.run},
-                                           **{f"--task {task}": task for task in args.task or []}}, holds=False)
+        check_output(args.html, "--html", [("--weights", args.weights), ("--pool", args.pool),
+                                           *(("--run", run) for run in args.run),
+                                           *(("--task", task) for task in args.task or [])], holds=False)
     device = resolve_device(args.device)
     concepts = read_concepts(args)
     models = ([("base", None)] if args.base or not args.run else []) + [(run, run) for run in args.run]

@@ -78,7 +78,7 @@ def select_command(args) -> int:
     """``select``: Appendix C on existing runs."""
     _check_a(args.a)
     if args.out is not None:
-        check_output(args.out, "--out", {f"--runs {folder}": folder for folder in args.runs}, holds=False)
+        check_output(args.out, "--out", [("--runs", folder) for folder in args.runs], holds=False)
     runs = [read_run(folder, args.a) for folder in find_runs(args.runs)]
     blv = blv_columns(runs, args.ratings, args.blv_images, args.device, args.amp) if args.ratings else None
     report(runs, args.a, args.out, blv)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from . import distributed
-from dataclasses import replace
-
 from ..files import atomic_write_text, check_output
 from .pretrain import TOY_CAPTION_SHARE, pretrain, toy_base
 from .runlock import check_run_folder, file_ids, move_aside, own_run_folder, remove_stale
@@ -38,18 +37,18 @@ def run(config: TrainConfig) -> dict:
     if distributed.launched() and config.objective == "clip":
         raise ValueError("--objective clip trains in one process (its contrastive loss spans the whole batch); "
                          "start it without torchrun")
-    inputs = {"--weights": config.weights, "--data": config.data, "--images": config.images,
-              **{"--transfer": folder for folder in config.transfer}}
+    inputs = [("--weights", config.weights), ("--data", config.data), ("--images", config.images),
+              *(("--transfer", folder) for folder in config.transfer)]
     if config.toy:
-        inputs["the toy world"] = toy_world_dir()
+        inputs.append(("the toy world", toy_world_dir()))
     check_output(config.out, "--out", inputs)
     keep_earlier = check_run_folder(config.out, config.resume is not None, config.overwrite)
     distributed.init(resolve_device(config.device))
     try:
         main = distributed.is_main()
         if main and keep_earlier:
-            print(f"note: no --out given; the earlier run in {config.out} is kept as {move_aside(config.out)}, "
-                  f"and {config.out} is this run's")
+            print(f"note: the earlier run in {config.out} (the default --out) is kept as {move_aside(config.out)}, "
+                  f"and {config.out} is this run's; pass --out to name a run's folder")
         # The main process writes the run folder, so it owns it for the whole run (clip_min.train.runlock).
         with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
             earlier = file_ids(Path(config.out)) if main and config.overwrite and config.resume is None else {}

@@ -73,50 +73,41 @@ def read_run_config(folder: str | Path) -> dict:
     missing = [name for name in REQUIRED_FIELDS if name not in config]
     if missing:
         raise RunError(f"{path} lacks {', '.join(missing)}; the run folder is damaged or not from train.py")
-    site = [name for name in ("layer", "intervention_size") if name not in config]
-    if config["objective"] in IIT_OBJECTIVES and site:
-        raise RunError(f"{path} lacks {', '.join(site)}, where an {config['objective']} run intervenes; "
-                       "the run folder is damaged or not from train.py")
     for name, value in config.items():
         problem = field_problem(name, value)
         if problem:
-            raise RunError(f"{path}: field {name} is {str(json.dumps(value))[:40]}, {problem}; the run folder is damaged")
+            raise RunError(f"{path}: field {name} is {json.dumps(value)[:40]}, {problem}; the run folder is damaged")
+    site = [name for name in ("layer", "intervention_size") if config.get(name) is None]
+    if config["objective"] in IIT_OBJECTIVES and site:
+        raise RunError(f"{path} lacks {', '.join(site)}, where an {config['objective']} run intervenes; "
+                       "the run folder is damaged or not from train.py")
     return config
 
 
-def _hints() -> dict[str, object]:
-    return typing.get_type_hints(TrainConfig)
+# The type of each config.json field: TrainConfig's fields, and what train.py adds beside them.
+FIELD_TYPES = {**typing.get_type_hints(TrainConfig), "weights_id": str | None, "transfer": list[str]}
+CHOICES = dict(objective=OBJECTIVES, finetune=("lora", "full"), lora_targets=("qv", "attn", "all-linear"),
+               towers=("text", "both"))
+TYPE_NAMES = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
-# What config.json holds besides TrainConfig's fields.
-EXTRA_FIELDS = {"weights_id": str | None, "transfer": list}
-CHOICES = dict(objective=OBJECTIVES, finetune=("lora", "full"),
-               lora_targets=("qv", "attn", "all-linear"), towers=("text", "both"))
+def _accepts(kind, value) -> bool:
+    """Whether a JSON value can stand for a field of type ``kind`` (one member of its union)."""
+    if kind in (type(None), bool, str):
+        return value is None if kind is type(None) else isinstance(value, kind)
+    if kind in (int, float):
+        return isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)  # tuple[str, ...]: a JSON list
 
 
 def field_problem(name: str, value) -> str | None:
-    """Why a config.json value cannot be the TrainConfig field it names, or None if it can (unknown names pass)."""
-    hint = EXTRA_FIELDS.get(name) or _hints().get(name)
+    """Why a config.json value cannot be the field it names, or None if it can (unknown names pass)."""
+    hint = FIELD_TYPES.get(name)
     if hint is None:
         return None
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    for kind in allowed:
-        if kind is type(None) and value is None:
-            break
-        if kind is bool and isinstance(value, bool):
-            break
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            break
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            break
-        if kind is str and isinstance(value, str):
-            break
-        if typing.get_origin(kind) in (tuple, list) or kind in (tuple, list):
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                break
-    else:
-        names = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-        return "expected " + " or ".join(names.get(kind, "a list of strings") for kind in allowed)
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not any(_accepts(kind, value) for kind in kinds):
+        return "expected " + " or ".join(TYPE_NAMES.get(kind, "a list of strings") for kind in kinds)
     if name in CHOICES and value not in CHOICES[name]:
         return f"expected one of {', '.join(CHOICES[name])}"
     return None
