@@ -77,10 +77,6 @@ def read_run_config(folder: str | Path) -> dict:
         problem = field_problem(name, value)
         if problem:
             raise RunError(f"{path}: field {name} is {json.dumps(value)[:40]}, {problem}; the run folder is damaged")
-    site = [name for name in ("layer", "intervention_size") if config.get(name) is None]
-    if config["objective"] in IIT_OBJECTIVES and site:
-        raise RunError(f"{path} lacks {', '.join(site)}, where an {config['objective']} run intervenes; "
-                       "the run folder is damaged or not from train.py")
     return config
 
 
@@ -171,7 +167,11 @@ def _base_model(folder: Path, config: dict, device: str) -> tuple[CLIP, str]:
 
 
 def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device: str) -> Rotation | None:
-    """The run's DAS rotation from its saved state; IIT-DAS and joint runs must have one."""
+    """The run's DAS rotation from its saved state; IIT-DAS and joint runs must have one, and their site."""
+    site = [name for name in ("layer", "intervention_size") if config.get(name) is None]
+    if config["objective"] in IIT_OBJECTIVES and site:
+        raise RunError(f"{path.parent / 'config.json'} lacks {', '.join(site)}, where an {config['objective']} run "
+                       "intervenes; the run folder is damaged or not from train.py")
     if state is None:
         if config["objective"] in ("iit-das", "joint"):
             raise RunError(f"{path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
