@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
     p.add_argument("--checkpoint-every", type=int,
                    help="write checkpoint.pt every N steps and at the end (default: --eval-every)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out; its files stay until this run writes their replacements")
     p.add_argument("--resume", metavar="DIR",
                    help="go on with the run in DIR from its checkpoint, with its saved configuration; "
                         "flags given must agree with it, except how long, how often and on which device")
@@ -99,7 +101,7 @@ def saved_flags(folder: str) -> dict:
     if not Path(folder).is_dir():
         return {}  # training.check names the missing folder
     config = read_run_config(folder)
-    names = {f.name for f in fields(TrainConfig)} - {"out", "resume"}
+    names = {f.name for f in fields(TrainConfig)} - {"out", "resume", "overwrite"}
     saved = {name: config[name] for name in names if name in config}
     saved["transfer"] = tuple(saved.get("transfer") or ())
     # A toy run's config.json names the toy world's files; None keeps it a toy run (banner, summary).

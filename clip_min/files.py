@@ -18,12 +18,63 @@ def cache_root() -> Path:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """Cheap identity of a file (absolute path, size, modification time), or of a folder's files."""
+    """Cheap identity of a file (absolute path, size, mtime, inode, ctime), or of a folder's files.
+
+    The modification time alone can be set back (``cp -p``, ``touch -d``, ``os.utime``); the
+    inode and the change time cannot: writing bytes over a file, or setting its mtime, moves its
+    ctime to now, and a copy put in its place has another inode.
+    """
     path = Path(path)
     if path.is_dir():  # a Hugging Face checkpoint folder
         return "|".join(file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file())
     stat = path.stat()
-    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{stat.st_ctime_ns}"
+
+
+def inside(folder: str | Path, name: object) -> Path | None:
+    """``folder / name`` if its real path (symlinks followed) lies inside ``folder``'s, else None.
+
+    Every reader that joins a name taken from a file (a Concadia filename, a Food-101 list
+    entry, an img_file column, an image found in a class folder) goes through here. Checking the
+    string alone ("..", a leading "/") lets a symlink out, so the check is on the resolved path.
+    A name that is not a string, holds a NUL, or is one the file system refuses is None too.
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        return None
+    try:
+        root = os.path.realpath(folder)
+        target = os.path.realpath(os.path.join(root, name))
+        os.stat(target)  # ENAMETOOLONG and the like surface here; a missing file is the caller's to count
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return None
+    if target == root or os.path.commonpath([root, target]) != root:
+        return None
+    return Path(folder) / name
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, comparing real paths (symlinks followed)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def check_output(out: str | Path, flag: str, inputs: list[tuple[str, str | Path | None]], holds: bool = True) -> None:
+    """Refuse an output path that is, lies inside, or (``holds``: a folder written whole) holds one of the command's inputs.
+
+    ``inputs`` pairs a name ("--weights", "the run's base") with a path or None. Writing a run
+    folder into the data folder, or exporting over the base weights, would destroy what the
+    command reads; the check compares real paths, so a symlink or "a/../b" does not get past it.
+    """
+    for name, path in inputs:
+        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
+            continue
+        if is_within(out, path) or (holds and is_within(path, out)):
+            relation = "is" if os.path.realpath(out) == os.path.realpath(path) else (
+                "lies inside" if is_within(out, path) else "holds")
+            raise ValueError(f"{flag} {out} {relation} {name} {path}; writing there would overwrite what the "
+                             f"command reads: choose a {flag} outside its inputs")
 
 
 def content_fingerprint(path: str | Path) -> str:
@@ -37,8 +88,7 @@ def content_fingerprint(path: str | Path) -> str:
     """
     path = Path(path)
     if path.is_dir():  # a Hugging Face checkpoint folder
-        parts = [f"{p.name}={content_fingerprint(p)}" for p in sorted(path.iterdir()) if p.is_file()]
-        return "sha256:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
+        return folder_fingerprint(path, {})
     memo_file = cache_root() / "hashes.json"
     try:
         memo = json.loads(memo_file.read_text())
@@ -46,16 +96,54 @@ def content_fingerprint(path: str | Path) -> str:
         memo = {}
     if not isinstance(memo, dict):
         memo = {}
-    stat = path.stat()
-    key = f"{file_fingerprint(path)}:{stat.st_ino}:{stat.st_ctime_ns}"
+    key = file_fingerprint(path)
     if key not in memo:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        memo[key] = "sha256:" + digest.hexdigest()
-        atomic_write_text(memo_file, json.dumps(memo, indent=0) + "\n")
+        remember_hash(key, "sha256:" + digest.hexdigest(), memo)
+        return "sha256:" + digest.hexdigest()
     return memo[key]
+
+
+def remember_hash(key: str, digest: str, memo: dict | None = None) -> None:
+    """Note in cache_root()/hashes.json that the file whose :func:`file_fingerprint` was ``key`` has this digest."""
+    memo_file = cache_root() / "hashes.json"
+    if memo is None:
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, ValueError, RecursionError):
+            memo = {}
+        if not isinstance(memo, dict):
+            memo = {}
+    memo[key] = digest
+    atomic_write_text(memo_file, json.dumps(memo, indent=0) + "\n")
+
+
+def read_identified(path: str | Path) -> tuple[bytes, str]:
+    """A file's bytes and their SHA-256 ("sha256:..."), read once: what is parsed is what is identified.
+
+    Hashing the file apart from reading it would leave a moment in which it could change between
+    the two; here the digest is of the very bytes returned. It is remembered for
+    :func:`content_fingerprint` when the file did not change while it was read.
+    """
+    before = file_fingerprint(path)
+    data = Path(path).read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    if file_fingerprint(path) == before:
+        try:
+            remember_hash(before, digest)
+        except OSError:  # the memo only saves time; an unwritable cache is reported where it is needed
+            pass
+    return data, digest
+
+
+def folder_fingerprint(folder: str | Path, read: dict[str, str]) -> str:
+    """:func:`content_fingerprint` of a folder, taking the digests of the files in ``read`` (name -> digest) as given."""
+    parts = [f"{p.name}={read[p.name] if p.name in read else content_fingerprint(p)}"
+             for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    return "sha256:" + hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def describe_os_error(err: OSError) -> str:

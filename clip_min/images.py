@@ -6,6 +6,7 @@ a checkpoint sees the inputs it was evaluated on without torchvision installed.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def load_image(path: str | Path) -> Image.Image:
     million pixels. PIL only warns between MAX_IMAGE_PIXELS and twice that; we refuse both.
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # False too for a name the file system refuses (a NUL, too long)
         raise ImageLoadError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
@@ -56,6 +57,21 @@ def check_size(width: int, height: int, path: str | Path) -> None:
                              "and resizing its short side to the model's resolution would need too much memory")
 
 
+# Where each mode of more than 8 bits per channel keeps its full scale: 16-bit integers up to
+# 65535, floats up to 1. PIL's own convert clips them to 0..255 instead, which turns a 16-bit
+# image white and a float one black.
+FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (I;16, I) or float (F) image as 8-bit grey ("L"), scaled from its full scale; others as they are."""
+    if image.mode not in FULL_SCALE:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    scaled = np.clip(np.round(values * (255 / FULL_SCALE[image.mode])), 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8: mode "L"
+
+
 def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     """(width, height) with the short side set to resolution, as torchvision's Resize(int).
 
@@ -70,6 +86,7 @@ def preprocess(image: Image.Image, resolution: int = 224) -> torch.Tensor:
     """PIL image of any mode -> normalized FloatTensor (3, resolution, resolution)."""
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels (size {image.size})")
+    image = to_8bit(image)
     # Resize and crop in the image's own mode, then convert: OpenAI's order. (PIL resizes "P" and
     # "1" images with nearest-neighbour, and RGBA with premultiplied alpha, so order matters.)
     size = resized_size(image.width, image.height, resolution)
@@ -79,7 +96,11 @@ def preprocess(image: Image.Image, resolution: int = 224) -> torch.Tensor:
     top = int(round((image.height - resolution) / 2.0))
     left = int(round((image.width - resolution) / 2.0))
     image = image.crop((left, top, left + resolution, top + resolution))
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)  # (resolution, resolution, 3)
+    try:
+        rgb = image.convert("RGB")
+    except ValueError as err:  # a mode PIL cannot turn into RGB (LAB, HSV, ...)
+        raise ImageLoadError(f"a {image.mode} image cannot be converted to RGB ({err})") from None
+    pixels = np.asarray(rgb, dtype=np.uint8)  # (resolution, resolution, 3)
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, res, res) in [0, 1]
     mean = torch.tensor(MEAN).view(3, 1, 1)
     std = torch.tensor(STD).view(3, 1, 1)

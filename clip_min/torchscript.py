@@ -44,6 +44,10 @@ STORAGE_DTYPES = {
 }
 
 
+# data.pkl holds only the module tree and tensor metadata: ViT-L/14's is well under a megabyte.
+MAX_PICKLE_BYTES = 64 << 20
+
+
 class ArchiveError(ValueError):
     """The archive holds something other than modules and tensors, or is damaged; one line."""
 
@@ -60,10 +64,40 @@ class ModuleRecord:
 
 
 def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, requires_grad=False, hooks=None, metadata=None):
-    """Our stand-in for torch._utils._rebuild_tensor_v2: a view of the storage's elements."""
+    """Our stand-in for torch._utils._rebuild_tensor_v2: a copy of a plain dense view of the storage's elements.
+
+    torch.as_strided trusts its arguments: a stride of 0 or overlapping strides would make one
+    stored number stand for many weights, a view past the storage's end would read memory that
+    is not the file's. So the view must be dense (contiguous in some order of its dimensions)
+    and inside its storage, from its offset: OpenAI's archives can hold several tensors in one
+    storage. The copy owns its memory, so no tensor keeps the whole archive's buffer alive.
+    """
     if not isinstance(storage, torch.Tensor):
         raise ArchiveError("a tensor refers to something that is not a storage")
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
+    if not (_is_index(offset) and isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))
+            and len(size) == len(stride) and all(map(_is_index, size)) and all(map(_is_index, stride))):
+        raise ArchiveError(f"a tensor has an offset, size or stride that is not whole numbers of 0 or more "
+                           f"(offset {offset!r}, size {size!r}, stride {stride!r})")
+    size, stride = tuple(size), tuple(stride)
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel == 0:
+        return torch.empty(size, dtype=storage.dtype)
+    expected = 1  # the stride a dense layout needs next, going from the fastest dimension
+    for n, step in sorted(((n, step) for n, step in zip(size, stride) if n > 1), key=lambda d: d[1]):
+        if step != expected:
+            raise ArchiveError(f"a tensor of size {size} has strides {stride}, not a plain dense view "
+                               "(its elements would overlap or skip); the file may be crafted")
+        expected *= n
+    if offset + numel > storage.numel():
+        raise ArchiveError(f"a tensor of {numel} elements at offset {offset} does not fit in its storage of "
+                           f"{storage.numel()}; the file is damaged or crafted")
+    return torch.as_strided(storage, size, stride, offset).clone()
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _restore_type_tag(value, type_tag):
@@ -101,8 +135,10 @@ class ArchiveUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
             raise ArchiveError(f"unknown persistent id {str(pid)[:60]!r} in data.pkl")
         _, dtype, key, _location, numel = pid
+        if not isinstance(key, str) or not _is_index(numel):
+            raise ArchiveError(f"a storage with key {str(key)[:20]!r} and size {str(numel)[:20]!r}: not a name and a count")
         if key not in self.storages:
-            self.storages[key] = self._read_storage(str(key), dtype, int(numel))
+            self.storages[key] = self._read_storage(key, dtype, numel)
         return self.storages[key]
 
     def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
@@ -122,15 +158,21 @@ class ArchiveUnpickler(pickle.Unpickler):
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """The state dict of the module in a TorchScript archive, read without running its code."""
+    """The state dict of the module in a TorchScript archive (a path or a binary file), read without running its code."""
     with zipfile.ZipFile(path) as archive:
-        pickles = [name for name in archive.namelist() if name.endswith("data.pkl") and name.count("/") == 1]
+        names = archive.namelist()
+        if len(set(names)) != len(names):
+            # Two entries of one name: which one a reader takes is up to it, so what we check
+            # need not be what another tool loads.
+            twice = next(name for name in names if names.count(name) > 1)
+            raise ArchiveError(f"the archive holds {twice} twice; the file is damaged or crafted")
+        pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
         if len(pickles) != 1:
             raise ArchiveError(f"expected one <name>/data.pkl in the archive, found {len(pickles)}")
         prefix = pickles[0][: -len("data.pkl")]
-        if f"{prefix}byteorder" in archive.namelist() and archive.read(f"{prefix}byteorder").strip() != b"little":
+        if f"{prefix}byteorder" in names and _read_small(archive, f"{prefix}byteorder", 16).strip() != b"little":
             raise ArchiveError("the archive was written on a big-endian machine; re-save it on a little-endian one")
-        unpickler = ArchiveUnpickler(io.BytesIO(archive.read(pickles[0])), archive, prefix)
+        unpickler = ArchiveUnpickler(io.BytesIO(_read_small(archive, pickles[0], MAX_PICKLE_BYTES)), archive, prefix)
         try:
             root = unpickler.load()
         except ArchiveError:
@@ -142,6 +184,16 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     state_dict: dict[str, torch.Tensor] = {}
     _collect(root, "", state_dict, depth=0)
     return state_dict
+
+
+def _read_small(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """An entry torch writes uncompressed and small, refused before inflating if it claims otherwise."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size > limit:
+        raise ArchiveError(f"{name} is {'compressed' if info.compress_type != zipfile.ZIP_STORED else 'stored'}, "
+                           f"{info.file_size} bytes; torch writes it uncompressed and at most {limit} bytes, "
+                           "so the file is not one torch wrote")
+    return archive.read(name)
 
 
 def _collect(record: ModuleRecord, prefix: str, out: dict[str, torch.Tensor], depth: int) -> None:

@@ -20,6 +20,7 @@ whose one-line message names the file, the problem and what to do.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from clip_min import torchscript
-from clip_min.files import atomic_save
+from clip_min.files import atomic_save, folder_fingerprint, read_identified
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.tokenizer import EOT
 
@@ -48,8 +49,18 @@ class WeightsError(ValueError):
 
 def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu") -> CLIP:
     """Read a checkpoint in any of the supported formats into an fp32 CLIP in eval mode."""
+    return load_weights(path, device)[0]
+
+
+def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CLIP, str]:
+    """:func:`load_clip`, and the fingerprint of the very bytes the model was built from.
+
+    The fingerprint is ``files.content_fingerprint``'s (SHA-256 of the file, or of a folder's
+    files), but of the bytes read: a file replaced between hashing it and reading it cannot pass
+    for the one that was hashed.
+    """
     path = Path(path)
-    state_dict, hf_config = read_state_dict(path)
+    state_dict, hf_config, weights_id = _read_identified(path)
     config = _config_or_error(state_dict, path)
     if hf_config is not None:
         config = dataclasses.replace(config, **_heads_from_hf_config(hf_config, path))
@@ -62,7 +73,7 @@ def load_clip(path: str | os.PathLike, device: str | torch.device = "cpu") -> CL
         raise WeightsError(f"{path}: {err}; check num_attention_heads in its config.json") from err
     _check_against_model(state_dict, model.state_dict(), path)
     model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.to(device).eval()
+    return model.to(device).eval(), weights_id
 
 
 def check_vocabulary(model: CLIP, path: str | os.PathLike) -> None:
@@ -128,7 +139,12 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Any supported checkpoint -> (fp32 state dict with OpenAI's names, HF config.json or None)."""
-    path = Path(path)
+    return _read_identified(Path(path))[:2]
+
+
+def _read_identified(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, str]:
+    """:func:`read_state_dict`, and the fingerprint of the bytes read (see :func:`load_weights`)."""
+    folder = path if path.is_dir() else None
     if not path.exists():
         raise WeightsError(f"{path}: no such file or folder; check the path")
     if path.is_dir():
@@ -139,20 +155,32 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     else:  # a Hugging Face weight file passed on its own may still have its config beside it
         config_file = path.parent / "config.json"
 
-    state_dict = _unwrap(_read_file(path), path)
+    try:
+        data, digest = read_identified(path)
+    except OSError as err:
+        raise WeightsError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from None
+    digests = {path.name: digest}
+    state_dict = _unwrap(_read_file(path, data), path)
+    del data
     hf_config = None
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         state_dict = openai_from_hf(state_dict)
         if config_file.is_file():
-            hf_config = _read_hf_config(config_file)
+            hf_config, digests[config_file.name] = _read_hf_config(config_file)
             _check_hf_activation(hf_config, path)
-    state_dict = {key: value.float() for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
+    state_dict = {key: value for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
+    not_float = [key for key, value in state_dict.items() if not value.is_floating_point()]
+    if not_float:
+        raise WeightsError(f"{path}: {len(not_float)} tensor(s) are not floating point ({_some(not_float)}, "
+                           f"{state_dict[not_float[0]].dtype}); CLIP's weights are floats, pass a CLIP checkpoint")
+    state_dict = {key: value.float() for key, value in state_dict.items()}
     # A NaN or inf weight gives NaN scores that print as numbers downstream; refuse it here.
     broken = [key for key, value in state_dict.items() if not torch.isfinite(value).all()]
     if broken:
         raise WeightsError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({_some(broken)}); "
                            "the weights are damaged, download or re-export them")
-    return state_dict, hf_config
+    weights_id = digest if folder is None else folder_fingerprint(folder, digests)
+    return state_dict, hf_config, weights_id
 
 
 def openai_from_hf(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -328,30 +356,28 @@ def save_hf(model: CLIP, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def _read_file(path: Path) -> object:
-    """Deserialise one checkpoint file, sniffing its format from its first bytes."""
-    with open(path, "rb") as file:
-        head = file.read(9)
-    size = path.stat().st_size
+def _read_file(path: Path, data: bytes) -> object:
+    """Deserialise one checkpoint file from its bytes ``data``, sniffing its format from the first ones."""
+    head, size = data[:9], len(data)
     try:
         if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's format, and TorchScript's
             try:
-                names = zipfile.ZipFile(path).namelist()
+                names = zipfile.ZipFile(io.BytesIO(data)).namelist()
             except zipfile.BadZipFile as err:  # the zip's directory is at its end: the first thing a cut loses
                 raise WeightsError(f"{path}: a zip archive without a readable directory, so truncated or corrupt; download or copy it again") from err
             if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
                 # OpenAI's released models. torch.jit.load would run the archive's code, so
                 # the archive is read as data instead (clip_min.torchscript).
                 try:
-                    return torchscript.read_state_dict(path)
+                    return torchscript.read_state_dict(io.BytesIO(data))
                 except torchscript.ArchiveError as err:
                     raise WeightsError(f"{path}: a TorchScript archive that cannot be read as weights: {err}; "
                                        "use OpenAI's released file or a plain state dict") from None
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
-            return _read_safetensors(path)
+            return _read_safetensors(path, data)
         if head.startswith(b"\x80"):  # a pickle: torch.save's format before PyTorch 1.6
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except WeightsError:
         raise
     except pickle.UnpicklingError as err:
@@ -370,13 +396,13 @@ def _read_file(path: Path) -> object:
     )
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
     try:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
     except ImportError as err:
         raise WeightsError(f"{path}: is a safetensors file but the safetensors package is missing; pip install safetensors") from err
     try:
-        return load_file(str(path), device="cpu")
+        return load(data)
     except Exception as err:  # safetensors raises its own SafetensorError for every malformed file
         raise WeightsError(f"{path}: could not be read as safetensors, it may be truncated or corrupt ({err}); download or copy it again") from err
 
@@ -387,7 +413,10 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not loaded:
         raise WeightsError(f"{path}: holds {type(loaded).__name__}, not a state dict of tensors; pass a CLIP checkpoint")
-    if all(isinstance(key, str) and key.startswith("module.") for key in loaded):
+    not_names = [repr(key) for key in loaded if not isinstance(key, str)]
+    if not_names:
+        raise WeightsError(f"{path}: keys {_some(not_names)} are not names, so this is not a state dict; pass a CLIP checkpoint")
+    if all(key.startswith("module.") for key in loaded):
         loaded = {key[len("module.") :]: value for key, value in loaded.items()}
     not_tensors = [str(key) for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
@@ -395,16 +424,18 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
-def _read_hf_config(path: Path) -> dict:
+def _read_hf_config(path: Path) -> tuple[dict, str]:
+    """config.json, and the fingerprint of its bytes."""
+    data, digest = read_identified(path)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(data.decode("utf-8"))
     except RecursionError:
         raise WeightsError(f"{path}: JSON nested too deeply to be a config; restore the config.json of this checkpoint") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise WeightsError(f"{path}: not valid JSON ({err}); restore the config.json of this checkpoint") from err
     if not isinstance(config, dict):
         raise WeightsError(f"{path}: holds {type(config).__name__}, not a JSON object; restore the config.json of this checkpoint")
-    return config
+    return config, digest
 
 
 def _hf_weight_file(folder: Path) -> Path:
@@ -414,14 +445,21 @@ def _hf_weight_file(folder: Path) -> Path:
     raise WeightsError(f"{folder}: has config.json but neither {' nor '.join(HF_WEIGHT_FILES)}; download the weights into it")
 
 
-def _sub_config(hf_config: dict, tower: str) -> dict:
+def _sub_config(hf_config: dict, tower: str, path: Path) -> dict:
     """HF's text_config / vision_config (older configs may name them text_config_dict / vision_config_dict)."""
-    return hf_config.get(f"{tower}_config") or hf_config.get(f"{tower}_config_dict") or {}
+    for name in (f"{tower}_config", f"{tower}_config_dict"):
+        value = hf_config.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise WeightsError(f"{path.parent / 'config.json'}: {name} is a JSON {type(value).__name__}, not an object; "
+                               "restore the config.json of this checkpoint")
+        if value:
+            return value
+    return {}
 
 
 def _check_hf_activation(hf_config: dict, path: Path) -> None:
     for tower in ("text", "vision"):
-        act = _sub_config(hf_config, tower).get("hidden_act", "quick_gelu")  # HF's default
+        act = _sub_config(hf_config, tower, path).get("hidden_act", "quick_gelu")  # HF's default
         if act != "quick_gelu":
             raise WeightsError(
                 f"{path}: its config.json gives the {tower} tower hidden_act {act!r}, but clip_min implements "
@@ -432,10 +470,10 @@ def _check_hf_activation(hf_config: dict, path: Path) -> None:
 def _heads_from_hf_config(hf_config: dict, path: Path) -> dict[str, int]:
     # HF's defaults (ViT-B/32) apply when its config leaves a field out.
     heads = {
-        "vision_heads": _sub_config(hf_config, "vision").get("num_attention_heads", 12),
-        "text_heads": _sub_config(hf_config, "text").get("num_attention_heads", 8),
+        "vision_heads": _sub_config(hf_config, "vision", path).get("num_attention_heads", 12),
+        "text_heads": _sub_config(hf_config, "text", path).get("num_attention_heads", 8),
     }
-    if not all(isinstance(value, int) and value > 0 for value in heads.values()):
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in heads.values()):
         raise WeightsError(f"{path}: config.json has num_attention_heads {heads}, not positive integers; restore its config.json")
     return heads
 

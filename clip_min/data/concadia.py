@@ -10,8 +10,9 @@ The release is a folder with `wiki_split.json` and the images in `resized/`. The
 The description is written to replace the image (alt text); the caption to go with it. The
 paper trains CLIP so that C(image, description) > C(image, caption) on these pairs.
 
-A bad record (a field missing, an empty text, its image absent, no split or one other than
-train, val and test) is skipped and counted, so one
+A bad record (a field missing, a text empty once cleaned, a filename that leaves the image
+folder or that the file system refuses, its image absent, no split or one other than train, val
+and test) is skipped and counted, so one
 broken line of a 97k-record file does not stop a run; the counts are reported to the user.
 Whether an image decodes is only known when it is opened, later, so that check is not done
 here, but the same counter takes its reason ("undecodable image").
@@ -19,9 +20,13 @@ here, but the same counter takes its reason ("undecodable image").
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
+
+from ..files import inside
+from ..tokenizer import clean_text
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "wiki_split.json"
@@ -177,12 +182,12 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
         or caption is None
     ):
         return None, "missing field"
-    if not description.strip() or not caption.strip():
+    if is_empty(description) or is_empty(caption):
         return None, "empty text"
-    if not is_inside(filename):
+    image_path = inside(images_dir, filename)
+    if image_path is None:
         return None, "unsafe filename"
-    image_path = images_dir / filename
-    if not image_path.is_file():
+    if not os.path.isfile(image_path):
         return None, "missing image"
     # The method never reads the context, so a record without one is still usable.
     context = _raw_text(record.get("context")) or ""
@@ -197,14 +202,12 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
     return example, None
 
 
-def is_inside(filename: str) -> bool:
-    """Whether a record's file name stays inside the image folder: relative, without "..".
-
-    A file name is data from the JSON file; "../../.ssh/id_rsa" or "/etc/passwd" would otherwise
-    have us open files anywhere the user can read.
-    """
-    path = PurePath(filename)
-    return not path.is_absolute() and not path.drive and ".." not in path.parts and "\\" not in filename
+def is_empty(text: str) -> bool:
+    """Whether nothing is left of a text once the tokenizer has cleaned it (HTML entities, control characters)."""
+    # Cleaning removes a letter only as part of an HTML entity ("&nbsp;"); this spares most texts ftfy.
+    if "&" not in text and any(c.isalnum() for c in text):
+        return False
+    return not clean_text(text)
 
 
 def _raw_text(entry: object) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .concadia import DataError
+from ..files import inside
 from ..train.features import encode_arrays, encode_images
 from ..metrics import macro_f1
 from ..model import CLIP
@@ -52,6 +54,7 @@ class TransferTask:
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N, H, W, 3) uint8 (CIFAR)
     layout: str = "food101"  # the released layout it was read from: food101, cifar100 or imagenet
     raw_classes: list[str] | None = None  # the class names exactly as the release spells them; None: as classes
+    skipped: Counter = field(default_factory=Counter, compare=False)  # reason -> list entries left out
 
 
 def class_prompts(task: TransferTask, prompt: str) -> list[str]:
@@ -69,20 +72,26 @@ def read_food101_layout(root: str | Path, split: str = "test", name: str | None 
     for needed in (classes_file, split_file):
         if not needed.is_file():
             raise DataError(f"{root} is not a Food-101-style task folder: {needed} is missing")
-    folders = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+    folders = [line.strip() for line in read_text(classes_file).splitlines() if line.strip()]
+    check_unique_classes(folders, classes_file)
     index = {folder: i for i, folder in enumerate(folders)}
-    paths, labels = [], []
-    for line in split_file.read_text().splitlines():
+    paths, labels, skipped = [], [], Counter()
+    for line in read_text(split_file).splitlines():
         entry = line.strip()
         if not entry:
             continue
         folder = entry.split("/", 1)[0]
         if folder not in index:
             raise DataError(f"{split_file}: {entry!r} names class {folder!r}, which classes.txt does not list")
-        paths.append(root / "images" / f"{entry}.jpg")
+        path = inside(root / "images", f"{entry}.jpg")
+        if path is None:
+            skipped["unsafe path"] += 1
+            continue
+        paths.append(path)
         labels.append(index[folder])
     classes = [folder.replace("_", " ") for folder in folders]
-    return TransferTask(name or root.name, classes, paths, labels, layout="food101", raw_classes=folders)
+    return finished_task(TransferTask(name or root.name, classes, paths, labels, layout="food101", raw_classes=folders,
+                                      skipped=skipped), split_file)
 
 
 def read_task(path: str | Path, split: str = "test") -> TransferTask:
@@ -119,16 +128,27 @@ def read_cifar100(root: str | Path, split: str = "test", name: str = "cifar100")
         raise DataError(f"{data_file}: not a CIFAR-100 batch (a dict with b'data' and b'fine_labels'); re-download it")
     if not isinstance(meta, dict) or b"fine_label_names" not in meta:
         raise DataError(f"{meta_file}: not CIFAR-100's meta file (a dict with b'fine_label_names'); re-download it")
-    data, labels = batch[b"data"], list(batch[b"fine_labels"])
+    data, labels, names = batch[b"data"], batch[b"fine_labels"], meta[b"fine_label_names"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{data_file}: b'data' is not a uint8 array of shape (N, 3072); re-download it")
+    if not isinstance(labels, list):
+        raise DataError(f"{data_file}: b'fine_labels' is a {type(labels).__name__}, not a list of class numbers; re-download it")
+    if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{meta_file}: b'fine_label_names' is not a list of names; re-download CIFAR-100's meta file")
     if len(labels) != len(data):
         raise DataError(f"{data_file}: {len(data)} images but {len(labels)} labels; re-download it")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[b"fine_label_names"]]
+    try:
+        names = [n.decode() if isinstance(n, bytes) else n for n in names]
+    except UnicodeDecodeError:
+        raise DataError(f"{meta_file}: b'fine_label_names' holds a name that is not UTF-8 text; re-download it") from None
     if not names:
         raise DataError(f"{meta_file}: b'fine_label_names' lists no classes; re-download CIFAR-100's meta file")
+    check_unique_classes(names, meta_file)
+    if not labels:
+        raise DataError(f"{data_file}: no images; a transfer task needs images to classify, re-download it")
     # A label outside the class list would count as a misclassification of a class that is not there.
-    outside = [label for label in labels if not (isinstance(label, (int, np.integer)) and 0 <= label < len(names))]
+    outside = [label for label in labels
+               if not (isinstance(label, (int, np.integer)) and not isinstance(label, bool) and 0 <= label < len(names))]
     if outside:
         raise DataError(f"{data_file}: {len(outside)} label(s) outside the {len(names)} classes of meta "
                         f"(first {outside[0]!r}); the split and meta files do not belong together, re-download them")
@@ -142,6 +162,14 @@ try:  # numpy 2 renamed numpy.core to numpy._core
     from numpy._core.multiarray import _reconstruct
 except ImportError:
     from numpy.core.multiarray import _reconstruct
+
+
+def _plain_dtype(*args):
+    """numpy.dtype, for plain numbers only: an object array would be filled with whatever the pickle builds."""
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"an array of Python objects ({dtype}) is not allowed")
+    return dtype
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -158,7 +186,7 @@ class CifarUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "dtype"): _plain_dtype,
     }
 
     def find_class(self, module: str, name: str):
@@ -194,7 +222,7 @@ def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTa
     if mapping is None:
         raise DataError(f"{root}: ImageNet class folders but no {SYNSET_MAPPING} in it or its parent; put the file from the ILSVRC release there")
     synsets, classes = [], []
-    for number, line in enumerate(mapping.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(mapping).splitlines(), 1):
         if not line.strip():
             continue
         synset, _, names = line.strip().partition(" ")
@@ -202,17 +230,48 @@ def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTa
             raise DataError(f"{mapping}:{number}: expected 'n01440764 tench, Tinca tinca', got {line.strip()!r}")
         synsets.append(synset)
         classes.append(names.split(",")[0].strip())
+    check_unique_classes(synsets, mapping)
     index = {synset: i for i, synset in enumerate(synsets)}
-    paths, labels = [], []
+    paths, labels, skipped = [], [], Counter()
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and SYNSET.fullmatch(p.name)):
         if folder.name not in index:
             raise DataError(f"{folder}: synset {folder.name} is not in {mapping}; use the mapping file of the same release")
         for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            paths.append(image)
+            path = inside(root, f"{folder.name}/{image.name}")  # a symlink may point out of the folder
+            if path is None:
+                skipped["unsafe path"] += 1
+                continue
+            paths.append(path)
             labels.append(index[folder.name])
-    if not paths:
+    if not paths and not skipped:
         raise DataError(f"{root}: the class folders hold no .JPEG/.jpg/.png images")
-    return TransferTask(name, classes, paths, labels, layout="imagenet")
+    return finished_task(TransferTask(name, classes, paths, labels, layout="imagenet", skipped=skipped), root)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; re-download the task's files") from None
+
+
+def check_unique_classes(classes: list[str], where: Path) -> None:
+    """Refuse a class listed twice: its images would be split between two labels of one name."""
+    seen = set()
+    for name in classes:
+        if name in seen:
+            raise DataError(f"{where}: the class {name!r} is listed twice; each class once, as released")
+        seen.add(name)
+
+
+def finished_task(task: TransferTask, where: Path) -> TransferTask:
+    """Note what was left out, and refuse a task with no image left to classify."""
+    for reason, n in task.skipped.items():
+        print(f"transfer task {task.name}: left out {n} image(s) with an {reason} (it leaves the task folder)")
+    if not task.labels:
+        raise DataError(f"{where}: the task lists no usable image ({sum(task.skipped.values())} left out); "
+                        "a transfer task needs images to classify")
+    return task
 
 
 def encode_task(model: CLIP, task: TransferTask, weights_id: str, device: str = "cpu", autocast=None) -> tuple[torch.Tensor, torch.Tensor]:

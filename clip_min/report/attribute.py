@@ -28,6 +28,7 @@ from ..train.device import mixed_precision, resolve_device
 from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
 from .correlation import correlate_with_norms, format_correlation_table
+from ..files import atomic_write_text, check_output
 from .html import ansi_line, attribution_page, html_words, image_data_uri, table_html
 
 
@@ -120,6 +121,10 @@ def attribute_command(args) -> int:
         raise ValueError("--text and --image go together: the text is scored against the image")
     if args.text is not None and args.data is not None:
         raise ValueError("give either --text with --image, or --data, not both")
+    if args.html:
+        inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
+                                                                  "concreteness")]
+        check_output(args.html, "--html", inputs, holds=False)
     items, images, toy_norms = _items(args)
     norms = load_norms(args.norms or toy_norms, args.concreteness)
 
@@ -175,7 +180,6 @@ def attribute_command(args) -> int:
     if args.html:
         if table:
             sections.append("<h2>Correlation with word norms (Table 3)</h2>" + table_html(table))
-        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.html).write_text(attribution_page("Word attributions (integrated gradients)", sections), encoding="utf-8")
+        atomic_write_text(args.html, attribution_page("Word attributions (integrated gradients)", sections))
         print(f"wrote {args.html}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.concadia import DataError
+from ..files import inside
 from ..data.ratings import DESCRIPTIONS_FILE, DIMENSIONS, Description, Ratings, ratings_folders, read_ratings
 from ..losses import clipscore
 from ..train.features import encode_images
@@ -50,12 +52,15 @@ def description_scores(session: Session, ratings: Ratings, images: Path, kind: s
     usable = []
     for key in keys:
         file = ratings.image_files.get(key[1])
+        path = None if file is None else inside(images, file)
         if file is None:
             skipped[f"descriptions whose img_id has no img_file in {DESCRIPTIONS_FILE}"] += 1
-        elif not (images / file).is_file():
+        elif path is None:
+            skipped["descriptions whose img_file is an unsafe path (it leaves the image folder)"] += 1
+        elif not os.path.isfile(path):
             skipped["descriptions whose image file is missing"] += 1
         else:
-            usable.append((key, images / file))
+            usable.append((key, path))
     paths = sorted({path for _, path in usable})
     features, ok = encode_images(session.model, paths, session.vision_id, device=session.device, autocast=session.autocast)
     decoded = {path: features[i] for i, path in enumerate(paths) if ok[i]}

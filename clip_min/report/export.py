@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ..files import check_output
 from ..lora import merge_lora, unmerge_lora
+from ..train.runs import read_run_config
 from ..model import CLIP
 from ..weights import save_clip, save_hf
 from .session import add_model_options, open_model
@@ -37,6 +39,9 @@ def without_adapters(model: CLIP) -> CLIP:
 def export_command(args: argparse.Namespace) -> int:
     if args.run is None and args.weights is None:
         raise ValueError("export needs --run (a train.py run folder), or --weights to convert a checkpoint")
+    base = read_run_config(args.run).get("weights") if args.run is not None else None
+    check_output(args.out, "--out", [("--weights", args.weights), ("--run", args.run), ("the run's base", base)],
+                 holds=args.format == "hf")
     session = open_model(args)
     model = session.model
     merge_lora(model)  # W <- W + (alpha / r) B A in every adapted layer

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..data.concadia import DataError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_output, inside
 from ..lora import merge_lora
 from ..data.phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
 from ..prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shares, phrase_probabilities, sample
@@ -90,7 +90,9 @@ def read_concepts(args: argparse.Namespace) -> Concepts:
         raise ValueError(f"--images-per-concept must be at least 1, got {args.images_per_concept}")
     if args.task:
         folders = [Path(f) for f in args.task]
-        pool_path = args.pool or next((f / POOL_FILE for f in folders if (f / POOL_FILE).is_file()), None)
+        # A task folder's own pool must be its own: a symlink out of the folder is not followed.
+        pool_path = args.pool or next((path for f in folders if (path := inside(f, POOL_FILE)) is not None
+                                       and path.is_file()), None)
         if pool_path is None:
             raise PoolError(f"no --pool given and no {POOL_FILE} in the task folders; write one (see clip_min/data/phrases.py)")
         pool = read_pool(pool_path)
@@ -209,6 +211,10 @@ def prefer_command(args: argparse.Namespace) -> int:
         raise ValueError("give --weights or --run, not both: a run folder names its own base weights (add --base for the base)")
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.html:
+        check_output(args.html, "--html", [("--weights", args.weights), ("--pool", args.pool),
+                                           *(("--run", run) for run in args.run),
+                                           *(("--task", task) for task in args.task or [])], holds=False)
     device = resolve_device(args.device)
     concepts = read_concepts(args)
     models = ([("base", None)] if args.base or not args.run else []) + [(run, run) for run in args.run]

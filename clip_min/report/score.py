@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..data.concadia import DataError
+from ..files import inside
 from ..data.ratings import read_csv
 from ..images import ImageLoadError, load_image
 from ..losses import clipscore, score
@@ -54,7 +55,11 @@ def read_pairs(path: Path) -> tuple[list[tuple[Path, str]], Counter]:
         if not isinstance(image, str) or not image.strip() or not isinstance(text, str) or not text.strip():
             skipped["rows without an image or a text"] += 1
             continue
-        pairs.append((path.parent / image.strip(), text.strip()))
+        image_path = inside(path.parent, image.strip())
+        if image_path is None:
+            skipped["rows whose image is an unsafe path (it leaves the folder of --pairs)"] += 1
+            continue
+        pairs.append((image_path, text.strip()))
     return pairs, skipped
 
 

@@ -69,12 +69,14 @@ def vision_id(loaded: LoadedRun) -> str:
     """
     config = loaded.config
     base = config.get("weights")
+    # The base's fingerprint is of the bytes loaded, when they were (plain weights, a LoRA run's base).
+    base_id = loaded.weights_id or (content_fingerprint(base) if base else None)
     if "finetune" not in config:  # plain weights, not a run
-        return content_fingerprint(base)
+        return base_id
     vision_frozen = config["finetune"] == "lora" and config.get("towers", "text") == "text" and config.get("objective") != "clip"
     if vision_frozen:
-        return content_fingerprint(base)
-    parts = [content_fingerprint(base)] if base else []
+        return base_id
+    parts = [base_id] if base_id else []
     own = ["selected.pt"] if isinstance(loaded.step, int) else ["weights.pt", "adapters.pt"]
     parts += [content_fingerprint(loaded.folder / name) for name in own if (loaded.folder / name).is_file()]
     return "|".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..files import check_output
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
 from ..train.config import RECIPES, TrainConfig
@@ -76,6 +77,8 @@ def _check_a(a: float) -> None:
 def select_command(args) -> int:
     """``select``: Appendix C on existing runs."""
     _check_a(args.a)
+    if args.out is not None:
+        check_output(args.out, "--out", [("--runs", folder) for folder in args.runs], holds=False)
     runs = [read_run(folder, args.a) for folder in find_runs(args.runs)]
     blv = blv_columns(runs, args.ratings, args.blv_images, args.device, args.amp) if args.ratings else None
     report(runs, args.a, args.out, blv)

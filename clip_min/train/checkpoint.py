@@ -15,7 +15,8 @@ because the checkpoint holds every input of the remaining steps:
     progress    the step, metrics.jsonl's records, every step's loss and time, the wall time,
                 the selected step and its trade-off
     selected    the selected step's tensors (``clip_min.train.selected``), to rewrite selected.pt on resume
-    run         the resolved configuration and what was measured before training
+    run         the resolved configuration, the base's fingerprint, the training split's digest
+                (records and image bytes) and what was measured before training
 
 A checkpoint is only plain tensors, dicts, lists, numbers and strings, so it loads with
 ``torch.load(weights_only=True)``, which never runs code from the file. It is written to a
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,14 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
     if state.pop("sha256") != digest(state):
         raise CheckpointError(f"{path} is damaged: its contents do not match the checksum saved with them; nothing "
                               "was changed: restore a copy of it, or start again with another --out")
+    # The checksum shows the file is whole, not that clip_min wrote it: anyone can compute one.
+    run, progress = state.get("run"), state.get("progress")
+    if not (isinstance(run, dict) and isinstance(run.get("config"), dict) and isinstance(run.get("train_images"), int)
+            and isinstance(progress, dict) and set(progress) <= {f.name for f in fields(Progress)}
+            and isinstance(state.get("trainable"), dict) and all(isinstance(t, torch.Tensor) for t in state["trainable"].values())
+            and all(isinstance(state.get(part), dict) for part in ("optimizer", "order", "rng"))):
+        raise CheckpointError(f"{path} is not laid out as clip_min writes a checkpoint (run, progress, trainable, "
+                              "optimizer, order, rng); nothing was changed")
     changes = config_changes(state["run"]["config"], run_config)
     if changes:
         raise CheckpointError(f"--resume {folder}: the run was started with another configuration ({'; '.join(changes)}); "
@@ -168,17 +177,26 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
 
 def config_changes(saved: dict, now: dict) -> list[str]:
     """Fields outside MAY_CHANGE whose values differ, as '--flag was X, now Y'."""
-    names = sorted((saved.keys() | now.keys()) - set(MAY_CHANGE))
+    # --overwrite says how the run took its folder, not what it trains (and a resume cannot take it).
+    names = sorted((saved.keys() | now.keys()) - set(MAY_CHANGE) - {"overwrite"})
     return [f"--{name.replace('_', '-')} was {saved.get(name)!r}, now {now.get(name)!r}"
             for name in names if saved.get(name) != now.get(name)]
 
 
-def check_train_size(state: dict, n: int) -> None:
-    """Refuse data whose training split changed: the saved permutation indexes into it."""
+def check_train_data(state: dict, n: int, train_id: str | None) -> None:
+    """Refuse data whose training split changed: the saved permutation indexes into it, and the run learned from it.
+
+    ``train_id`` is evaluation.split_digest of the split now (None outside the main process);
+    checkpoints from before it was kept have only the count to compare.
+    """
     saved = state["run"]["train_images"]
     if saved != n:
         raise CheckpointError(f"the training split has {n} usable images now and had {saved} when the run started; "
                               "resume with the data the run started with")
+    saved_id = state["run"].get("train_id")
+    if train_id is not None and saved_id is not None and saved_id != train_id:
+        raise CheckpointError("the training split is not the one the run started with (its records or images "
+                              "changed, though their number did not); resume with the data the run started with")
 
 
 def restore(state: dict, model: torch.nn.Module, rotation: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
@@ -189,9 +207,14 @@ def restore(state: dict, model: torch.nn.Module, rotation: torch.nn.Module | Non
     numbers, and the generators must be in their checkpointed state when training goes on.
     """
     own = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    saved = state["trainable"]
+    wrong = [name for name in own if name not in saved or saved[name].shape != own[name].shape] + sorted(saved.keys() - own.keys())
+    if wrong:
+        raise CheckpointError(f"{NAME}: its trained tensors do not fit this run's model (first {wrong[0]}); "
+                              "the checkpoint is damaged or from another run")
     with torch.no_grad():
         for name, p in own.items():
-            p.copy_(state["trainable"][name])
+            p.copy_(saved[name])
     if rotation is not None:
         rotation.load_state_dict(state["rotation"])
     optimizer.load_state_dict(state["optimizer"])

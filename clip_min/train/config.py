@@ -65,6 +65,7 @@ class TrainConfig:
     eval_every: int | None = None  # evaluate every N steps (and at the start and end)
     checkpoint_every: int | None = None  # write checkpoint.pt every N steps and at the end; None: every eval_every
     resume: str | None = None  # go on with the run in this folder from its checkpoint.pt (see checkpoint.MAY_CHANGE)
+    overwrite: bool = False  # replace the run already in --out (see clip_min.train.runlock)
     trade_off_a: float = 0.9  # a in Appendix C's a * accuracy + (1 - a) * transfer score, which selects the step
 
     @property
@@ -212,6 +213,8 @@ def check(config: TrainConfig) -> None:
             raise ValueError("--resume: --objective clip (pretraining) writes no checkpoints; the fine-tuning objectives resume")
         if not Path(config.resume).is_dir():
             raise FileNotFoundError(f"--resume {config.resume}: no such run folder")
+        if config.overwrite:
+            raise ValueError("--resume with --overwrite: a resumed run goes on, it replaces nothing; drop one of them")
         if Path(config.resume).resolve() != Path(config.out).resolve():
             raise ValueError(f"--resume {config.resume} with --out {config.out}: a resumed run goes on in its own folder; "
                              "drop --out")

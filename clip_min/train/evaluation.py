@@ -7,6 +7,8 @@ each transfer task.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -62,6 +64,22 @@ def sample_split(split: Split, n: int, seed: int) -> Split:
     print(f"validation: {n} of {len(split.examples)} images, drawn once with seed {seed} (--val-images)")
     return Split([split.examples[i] for i in rows.tolist()], split.image_features[rows], split.descriptions[rows],
                  split.captions[rows])
+
+
+def split_digest(examples: list[Example]) -> str:
+    """SHA-256 of a split's records (file name and texts) and of each image's bytes.
+
+    A checkpoint keeps the training split's, and a resume with other data is refused: the same
+    number of records with other texts or other pictures would go on training another run.
+    Reading every image costs a pass over the files (Concadia's training images are about 2 GB);
+    the file's size and times would not tell a copy with other pixels.
+    """
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.filename, e.description, e.caption]).encode())
+        with open(e.image_path, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return "sha256:" + digest.hexdigest()
 
 
 @torch.no_grad()

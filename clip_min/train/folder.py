@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import checkpoint, selected
 from ..files import atomic_save, atomic_write_text
 from ..lora import lora_state_dict
 from ..model import CLIP
@@ -21,11 +20,9 @@ from .config import TrainConfig
 def start_run_folder(out: Path, run_config: dict, resumed: dict | None) -> None:
     """Write config.json; metrics.jsonl starts empty, or holds the checkpoint's records when resuming."""
     out.mkdir(parents=True, exist_ok=True)
+    # An earlier run's files (--overwrite) are not deleted here: each stays until this run renames
+    # its own over it, and those it never writes go when it has finished (runlock.remove_stale).
     write_json(out / "config.json", run_config)
-    if resumed is None:
-        # An earlier run's checkpoint and selection would not match this run's config.json.
-        (out / checkpoint.NAME).unlink(missing_ok=True)
-        (out / selected.NAME).unlink(missing_ok=True)
     # Records logged after the checkpoint are dropped: the resumed run logs those steps again.
     write_jsonl(out / "metrics.jsonl", resumed["progress"]["metrics"] if resumed else [])
 

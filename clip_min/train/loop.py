@@ -30,7 +30,6 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, distributed, selected
-from ..files import content_fingerprint
 from ..images import load_image, preprocess
 from ..intervention import interchange_features, one_way_features
 from ..lora import apply_lora
@@ -38,11 +37,11 @@ from ..losses import behavioral_loss, iit_loss, iit_loss_rows, joint_loss, score
 from ..metrics import transfer_score
 from ..model import CLIP
 from ..rotation import Rotation
-from ..weights import check_vocabulary, load_clip
+from ..weights import check_vocabulary, load_weights
 from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, check_against_model, defaults
 from .device import mixed_precision, resolve_device, seed_everything
 from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, sample_split,
-                         split_accuracy, transfer_f1)
+                         split_accuracy, split_digest, transfer_f1)
 from .folder import append_jsonl, save_run, start_run_folder, write_json
 from .rows import TrainingRows, rows_per_epoch, training_rows
 
@@ -163,12 +162,11 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
     autocast, scaler = mixed_precision(config.amp, device)
     out, main = Path(config.out), distributed.is_main()
     seed_everything(config.seed)
-    model = load_clip(weights, device)
+    model, weights_id = load_weights(weights, device)  # the fingerprint of the bytes loaded
     check_vocabulary(model, weights)
     config = defaults(config, model.config.text_layers, model.config.text_width)
     check_against_model(config, model.config)
     run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
-    weights_id = content_fingerprint(weights)
     # A checkpoint to resume from is read and checked before anything in the run folder changes.
     resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
     with distributed.node_main_first():  # the first process encodes the images; the others read its cache
@@ -179,8 +177,9 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
             val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("val", "test"))
             val = sample_split(val, config.val_images, SAMPLE_SEED)
             task_data = load_tasks(model, tasks, weights_id, device, autocast)
+    train_id = split_digest(train.examples) if main else None
     if resumed:
-        checkpoint.check_train_size(resumed, len(train.examples))
+        checkpoint.check_train_data(resumed, len(train.examples), train_id)
     before = None
     if main:
         if not config.toy and not task_data:
@@ -193,7 +192,8 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
     params, names, rotation, optimizer = make_optimizer(model, config, device)
     rows = training_rows(config, len(train.examples))
     order = checkpoint.BatchOrder(len(rows), config.batch_size, config.seed)
-    about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), before=before)
+    about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), train_id=train_id,
+                 before=before)
     progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, order) if resumed else checkpoint.Progress()
     best = resumed.get("selected") if resumed else None
     if main and best is not None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 from . import distributed
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_output
 from .pretrain import TOY_CAPTION_WEIGHT, pretrain
 from .toybase import toy_base
-from .runlock import own_run_folder
+from .runlock import check_run_folder, file_ids, move_aside, own_run_folder, remove_stale
 from ..data.toy import make_toy_world, toy_world_dir
 from .config import TrainConfig, check
 from .device import resolve_device
@@ -37,11 +38,25 @@ def run(config: TrainConfig) -> dict:
     if distributed.launched() and config.objective == "clip":
         raise ValueError("--objective clip trains in one process (its contrastive loss spans the whole batch); "
                          "start it without torchrun")
+    inputs = [("--weights", config.weights), ("--data", config.data), ("--images", config.images),
+              *(("--transfer", folder) for folder in config.transfer)]
+    if config.toy:
+        inputs.append(("the toy world", toy_world_dir()))
+    check_output(config.out, "--out", inputs)
+    keep_earlier = check_run_folder(config.out, config.resume is not None, config.overwrite)
     distributed.init(resolve_device(config.device))
     try:
+        main = distributed.is_main()
+        if main and keep_earlier:
+            print(f"note: the earlier run in {config.out} (the default --out) is kept as {move_aside(config.out)}, "
+                  f"and {config.out} is this run's; pass --out to name a run's folder")
         # The main process writes the run folder, so it owns it for the whole run (clip_min.train.runlock).
-        with distributed.quiet_unless_main(), own_run_folder(config.out) if distributed.is_main() else nullcontext():
-            return _run(config)
+        with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
+            earlier = file_ids(Path(config.out)) if main and config.overwrite and config.resume is None else {}
+            summary = _run(config)
+            if earlier:
+                remove_stale(Path(config.out), earlier)
+            return summary
     finally:
         distributed.close()
 
@@ -77,7 +92,10 @@ def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
 
 
 def run_stamped(config: TrainConfig, request: str, stamp_name: str) -> dict:
-    """:func:`run`, then the stamp that :func:`finished` looks for."""
-    summary = run(config)
+    """:func:`run`, then the stamp that :func:`finished` looks for.
+
+    The command owns these folders: an unfinished run of an earlier request is replaced (--overwrite).
+    """
+    summary = run(replace(config, overwrite=True))
     atomic_write_text(Path(config.out) / stamp_name, request)
     return summary

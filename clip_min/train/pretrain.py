@@ -19,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from ..data.concadia import read_concadia
-from ..data.transfer import PROMPTS
 from ..files import content_fingerprint
 from ..images import ImageLoadError, load_image, preprocess
 from ..losses import two_text_contrastive_loss
@@ -163,5 +162,5 @@ def evaluate_base(weights: Path, data: Path, tasks: list[str], config: TrainConf
     test = load_split(model, data, config.images, "test", weights_id, device, autocast)
     task_data = load_tasks(model, tasks, weights_id, device, autocast)
     return dict(concadia_accuracy=split_accuracy(model, test, device, autocast),
-                transfer_f1=transfer_f1(model, task_data, PROMPTS[config.prompt], device, autocast),
+                transfer_f1=transfer_f1(model, task_data, config.prompt, device, autocast),
                 transfer_chance={d.task.name: 1 / len(d.task.classes) for d in task_data})

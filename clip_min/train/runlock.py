@@ -1,4 +1,12 @@
-"""One run per run folder at a time, and what killed runs left behind cleared away.
+"""Run folders: what ``--out`` may be, one run per folder at a time, and what killed runs left behind.
+
+``--out`` must be absent, empty, or a run folder (:func:`check_run_folder`). A folder holding a
+run is refused unless the run goes on in it (``--resume``) or replaces it (``--overwrite``); a
+folder holding anything else is always refused. ``runs/latest``, the default, is never refused:
+an earlier run in it is moved aside to ``runs/latest-<its start time>`` (:func:`move_aside`),
+so rerunning a command never loses a run. Replacing with ``--overwrite`` deletes nothing at
+the start: each earlier file stays until this run renames its own over it, and the earlier
+files this run does not write are removed only when it has finished (:func:`remove_stale`).
 
 Two train.py runs writing into one ``--out`` would interleave their files: one's config.json
 beside the other's adapters, every metrics line twice. :func:`own_run_folder` lets one run own
@@ -9,8 +17,9 @@ stuck. (flock needs a POSIX system; on some network file systems it locks only p
 
 An atomic write (``clip_min.files.atomic_write``) goes to ``.NAME.tmpPID`` first; a process
 killed mid-write leaves that file, which for a full fine-tuning checkpoint of ViT-B/32 is
-gigabytes. Whoever owns the folder knows no other run is writing into it, so such files from
-other pids are leftovers and are removed when a run starts or resumes.
+gigabytes. Whoever owns the folder knows no other run is writing into it, so such files are
+leftovers and are removed when a run starts or resumes: only the temporary names of the run's
+own files (RUN_FILES), and only when the pid in the name is no longer running.
 """
 
 from __future__ import annotations
@@ -18,11 +27,17 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-TEMP_FILE = re.compile(r"\..+\.tmp(\d+)")  # atomic_write's temporary names
+DEFAULT_OUT = "runs/latest"  # train.py's --out when none is given
+# Every file a run writes into its folder (train.py, and the stamps of eval.py table and search).
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "selected.pt", "adapters.pt", "weights.pt",
+             "summary.json", "table_request.json", "search_request.json")
+# atomic_write's temporary name for each of them: .NAME.tmpPID
+TEMP_FILE = re.compile(r"\.(" + "|".join(re.escape(name) for name in RUN_FILES) + r")\.tmp(\d+)")
 
 
 class RunFolderBusy(ValueError):
@@ -53,14 +68,93 @@ def own_run_folder(folder: str | Path):
         os.close(fd)  # closing the last descriptor releases the lock
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def remove_leftover_temp_files(folder: Path) -> list[Path]:
-    """Delete the ``.NAME.tmpPID`` files of other processes in a folder this process owns."""
+    """Delete the ``.NAME.tmpPID`` files of a run's own files whose writer is dead, in a folder this process owns."""
     removed = []
     for path in folder.iterdir():
         match = TEMP_FILE.fullmatch(path.name)
-        if match and int(match.group(1)) != os.getpid() and path.is_file():
+        if match and not pid_alive(int(match.group(2))) and path.is_file() and not path.is_symlink():
             size = path.stat().st_size
             path.unlink(missing_ok=True)
             removed.append(path)
             print(f"removed {path}, {size / 1e6:.1f} MB left by a run killed while writing it")
     return removed
+
+
+def run_files(folder: Path) -> list[str]:
+    """The names of a run's files in ``folder``."""
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
+    """Refuse an ``--out`` that is neither absent, empty, nor a run folder this run may use.
+
+    Returns whether the folder holds an earlier run that :func:`move_aside` should keep (the
+    default folder, with neither --resume nor --overwrite).
+    """
+    folder = Path(folder)
+    if not folder.exists() or resume:
+        return False
+    if not folder.is_dir():
+        raise ValueError(f"--out {folder}: a file is in the way of the run folder; move it or pass another --out")
+    ours = set(RUN_FILES) | {LOCK_NAME}
+    other = sorted(p.name for p in folder.iterdir() if p.name not in ours and not TEMP_FILE.fullmatch(p.name))
+    found = run_files(folder)
+    if other and "config.json" not in found:
+        raise ValueError(f"--out {folder} is not empty and not a run folder (it holds {', '.join(other[:3])}"
+                         f"{', ...' if len(other) > 3 else ''}); pass --out a new or empty folder")
+    if not found or overwrite:
+        return False
+    if Path(os.path.abspath(folder)) == Path(os.path.abspath(DEFAULT_OUT)):
+        return True
+    state = "a finished run" if "summary.json" in found else "an unfinished run"
+    raise ValueError(f"--out {folder} holds {state} ({', '.join(found)}); go on with it: python train.py --resume "
+                     f"{folder}, or replace it: add --overwrite (its files stay until this run writes their "
+                     "replacements), or pass another --out")
+
+
+def move_aside(folder: str | Path) -> Path:
+    """Rename the run in ``folder`` to ``folder-<its start time>`` (the time config.json was written); return it."""
+    folder = Path(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((folder / "config.json").stat().st_mtime))
+    target = folder.with_name(f"{folder.name}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}-{stamp}-{n}")
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live run keeps its folder
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise RunFolderBusy(f"{folder} is in use by another run (pid {owner}); wait for it to finish, "
+                                "or pass another --out") from None
+        os.rename(folder, target)
+    finally:
+        os.close(fd)
+    return target
+
+
+def file_ids(folder: Path) -> dict[str, int]:
+    """name -> inode of the run's files now: an atomic write gives a file a new inode."""
+    return {name: (folder / name).stat().st_ino for name in run_files(folder)}
+
+
+def remove_stale(folder: Path, earlier: dict[str, int]) -> list[str]:
+    """After a run with --overwrite finished: remove the earlier run's files it did not write again."""
+    now = file_ids(folder)
+    stale = [name for name, inode in earlier.items() if now.get(name) == inode]
+    for name in stale:
+        (folder / name).unlink(missing_ok=True)
+    return stale

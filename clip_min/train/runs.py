@@ -7,17 +7,19 @@ the one it ended with (``adapters.pt`` or ``weights.pt``; ``step="last"``, eval.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import selected
+from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
-from ..files import content_fingerprint
-from ..weights import WeightsError, check_vocabulary, load_clip
+from ..weights import WeightsError, check_vocabulary, load_clip, load_weights
 
 
 class RunError(ValueError):
@@ -36,6 +38,7 @@ class LoadedRun:
     config: dict  # the run's config.json (TrainConfig fields, weights and data resolved)
     folder: Path
     step: int | str | None = None  # the selected step's number, "last", or None for plain weights
+    weights_id: str | None = None  # fingerprint of the (base) weights' bytes as loaded
 
     def das_site(self) -> tuple[torch.Tensor, int, int] | None:
         """Where Eq. 7 can route the gradient: (R, block, k) of the run's rotation; None without one."""
@@ -70,7 +73,40 @@ def read_run_config(folder: str | Path) -> dict:
     missing = [name for name in REQUIRED_FIELDS if name not in config]
     if missing:
         raise RunError(f"{path} lacks {', '.join(missing)}; the run folder is damaged or not from train.py")
+    for name, value in config.items():
+        problem = field_problem(name, value)
+        if problem:
+            raise RunError(f"{path}: field {name} is {json.dumps(value)[:40]}, {problem}; the run folder is damaged")
     return config
+
+
+# The type of each config.json field: TrainConfig's fields, and what train.py adds beside them.
+FIELD_TYPES = {**typing.get_type_hints(TrainConfig), "weights_id": str | None, "transfer": list[str]}
+CHOICES = dict(objective=OBJECTIVES, finetune=("lora", "full"), lora_targets=("qv", "attn", "all-linear"),
+               towers=("text", "both"))
+TYPE_NAMES = {type(None): "null", bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _accepts(kind, value) -> bool:
+    """Whether a JSON value can stand for a field of type ``kind`` (one member of its union)."""
+    if kind in (type(None), bool, str):
+        return value is None if kind is type(None) else isinstance(value, kind)
+    if kind in (int, float):
+        return isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)  # tuple[str, ...]: a JSON list
+
+
+def field_problem(name: str, value) -> str | None:
+    """Why a config.json value cannot be the field it names, or None if it can (unknown names pass)."""
+    hint = FIELD_TYPES.get(name)
+    if hint is None:
+        return None
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not any(_accepts(kind, value) for kind in kinds):
+        return "expected " + " or ".join(TYPE_NAMES.get(kind, "a list of strings") for kind in kinds)
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"expected one of {', '.join(CHOICES[name])}"
+    return None
 
 
 def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") -> LoadedRun:
@@ -83,6 +119,7 @@ def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") ->
     if step == "selected" and config.get("objective") != "clip":
         return _load_selected(folder, config, device)
     adapters_path, weights_path = folder / "adapters.pt", folder / "weights.pt"
+    weights_id = None
     if config.get("finetune") == "full" or config.get("objective") == "clip":
         if not weights_path.is_file():
             raise RunError(f"{folder}: weights.pt is missing; a full fine-tuning run writes it at its end")
@@ -90,7 +127,7 @@ def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") ->
     else:
         if not adapters_path.is_file():
             raise RunError(f"{folder}: adapters.pt is missing; a LoRA run writes it at its end")
-        model = _base_model(folder, config, device)
+        model, weights_id = _base_model(folder, config, device)
     rotation = None
     if adapters_path.is_file():
         adapters = read_adapters(adapters_path, device)
@@ -104,11 +141,11 @@ def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") ->
                 raise RunError(f"{adapters_path}: {err}; the run folder is damaged") from None
         rotation = _rotation(model, config, adapters.get("rotation"), adapters_path, device)
     model.eval()
-    return LoadedRun(model, rotation, config, folder, "last")
+    return LoadedRun(model, rotation, config, folder, "last", weights_id)
 
 
-def _base_model(folder: Path, config: dict, device: str) -> CLIP:
-    """The run's base weights, checked to be the ones it trained on, with LoRA attached for LoRA runs."""
+def _base_model(folder: Path, config: dict, device: str) -> tuple[CLIP, str]:
+    """The run's base weights, checked to be the ones it trained on, with LoRA attached for LoRA runs; and their fingerprint."""
     lora = config["finetune"] == "lora"
     missing = [name for name in (LORA_FIELDS if lora else ("weights",)) if name not in config]
     if missing:
@@ -117,8 +154,8 @@ def _base_model(folder: Path, config: dict, device: str) -> CLIP:
     base = config["weights"]
     if not isinstance(base, str) or not Path(base).exists():
         raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
-    check_base(folder, base, config.get("weights_id"))
-    model = load_clip(base, device)
+    model, weights_id = load_weights(base, device)
+    check_base(folder, base, config.get("weights_id"), weights_id)
     check_vocabulary(model, base)
     if lora:
         try:
@@ -126,11 +163,15 @@ def _base_model(folder: Path, config: dict, device: str) -> CLIP:
                        config["lora_targets"], config["towers"])
         except (ValueError, TypeError) as err:
             raise RunError(f"{folder / 'config.json'}: its LoRA settings cannot be applied ({err}); the run folder is damaged") from None
-    return model
+    return model, weights_id
 
 
 def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device: str) -> Rotation | None:
-    """The run's DAS rotation from its saved state; IIT-DAS and joint runs must have one."""
+    """The run's DAS rotation from its saved state; IIT-DAS and joint runs must have one, and their site."""
+    site = [name for name in ("layer", "intervention_size") if config.get(name) is None]
+    if config["objective"] in IIT_OBJECTIVES and site:
+        raise RunError(f"{path.parent / 'config.json'} lacks {', '.join(site)}, where an {config['objective']} run "
+                       "intervenes; the run folder is damaged or not from train.py")
     if state is None:
         if config["objective"] in ("iit-das", "joint"):
             raise RunError(f"{path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
@@ -145,9 +186,22 @@ def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device:
     return rotation.eval()
 
 
-def check_base(folder: Path, base: str, weights_id: str | None) -> None:
-    """Refuse base weights whose contents are not those the run trained on (config.json's weights_id)."""
-    if weights_id is not None and content_fingerprint(base) != weights_id:
+# The parameters full fine-tuning trains (clip_min.train.loop.trainable_parameters), by name.
+TEXT_TOWER = ("token_embedding.", "transformer.", "ln_final.", "positional_embedding", "text_projection")
+
+
+def trained_names(model: CLIP, config: dict) -> set[str]:
+    """The names of the parameters a run with this config.json trained: LoRA's A and B, or the tower(s)."""
+    names = [name for name, _ in model.named_parameters()]
+    if config["finetune"] == "lora":
+        return {name for name in names if name.endswith((".lora_A", ".lora_B"))}
+    towers = TEXT_TOWER + (("visual.",) if config.get("towers") == "both" else ())
+    return {name for name in names if name.startswith(towers)}
+
+
+def check_base(folder: Path, base: str, weights_id: str | None, loaded_id: str) -> None:
+    """Refuse base weights whose bytes, as loaded (``loaded_id``), are not those the run trained on (config.json's weights_id)."""
+    if weights_id is not None and loaded_id != weights_id:
         raise RunError(f"{folder}: its base weights {base} are not the ones it was trained on (their contents changed); "
                        "restore that file, or evaluate with the weights the run started from")
 
@@ -174,6 +228,9 @@ def read_adapters(path: Path, device: str) -> dict:
     adapters = _read_tensors(path, device)
     if not isinstance(adapters, dict) or not all(_is_tensor_dict(part) for part in adapters.values()):
         raise RunError(f"{path} is not what train.py writes (a dict of 'lora' and 'rotation' tensors); the run folder is damaged")
+    other = sorted(str(part) for part in adapters if part not in ("lora", "rotation"))
+    if other:
+        raise RunError(f"{path} holds {other[0]!r} besides 'lora' and 'rotation', tensors no run trains; the run folder is damaged")
     _check_finite(path, adapters)
     return adapters
 
@@ -195,14 +252,14 @@ def _load_selected(folder: Path, config: dict, device: str) -> LoadedRun:
         raise RunError(f"{folder}: {selected.NAME} is missing (no evaluation after step 0 yet, or a run from before "
                        "clip_min kept the selected step); pass --step last for its last weights")
     state = read_selected(path, device)
-    model = _base_model(folder, config, device)
+    model, weights_id = _base_model(folder, config, device)
     try:
-        selected.put_back(state, model)
+        selected.put_back(state, model, trained_names(model, config))
     except ValueError as err:
         raise RunError(f"{path}: {err}") from None
     rotation = _rotation(model, config, state["rotation"], path, device)
     model.eval()
-    return LoadedRun(model, rotation, config, folder, state["step"])
+    return LoadedRun(model, rotation, config, folder, state["step"], weights_id)
 
 
 def load_model(weights: str | None, run: str | None, device: str = "cpu", step: str = "selected") -> LoadedRun:
@@ -217,6 +274,6 @@ def load_model(weights: str | None, run: str | None, device: str = "cpu", step: 
         weights = str(toy_base(world))
     if not Path(weights).exists():
         raise WeightsError(f"{weights}: no such file or folder; pass --weights an OpenAI or Hugging Face CLIP checkpoint")
-    model = load_clip(weights, device)
+    model, weights_id = load_weights(weights, device)
     check_vocabulary(model, weights)
-    return LoadedRun(model, None, {"weights": str(weights)}, Path(weights))
+    return LoadedRun(model, None, {"weights": str(weights)}, Path(weights), weights_id=weights_id)

@@ -50,19 +50,27 @@ def write(folder: str | Path, state: dict) -> None:
     atomic_save(state, Path(folder) / NAME)
 
 
-def put_back(state: dict, model: torch.nn.Module) -> None:
-    """Copy ``state['trainable']`` into ``model``'s parameters of the same names and shapes."""
+def put_back(state: dict, model: torch.nn.Module, trained: set[str]) -> None:
+    """Copy ``state['trainable']`` into ``model``'s parameters of the same names and shapes.
+
+    ``trained`` names the parameters the run trains: the file must hold exactly those. One left
+    out would silently stay at its start; one the run never trains (a base weight, say) would
+    silently replace the base's.
+    """
     own = dict(model.named_parameters())
     missing = sorted(state["trainable"].keys() - own.keys())
-    # Every adapter must be in the file: one left out would silently stay at its initial value.
-    adapters = {name for name in own if name.endswith((".lora_A", ".lora_B"))}
-    left_out = sorted(adapters - state["trainable"].keys())
+    left_out = sorted(trained - state["trainable"].keys())
     if left_out:
-        raise ValueError(f"{len(left_out)} LoRA tensors of the model are not in the file (e.g. {left_out[0]}); "
+        kind = "LoRA" if all(name.endswith((".lora_A", ".lora_B")) for name in trained) else "trained"
+        raise ValueError(f"{len(left_out)} {kind} tensors of the model are not in the file (e.g. {left_out[0]}); "
                          "the run's config.json does not match its selected.pt")
     if missing:
         raise ValueError(f"{len(missing)} selected tensors have no parameter in the model (e.g. {missing[0]}); "
                          "the run's config.json does not match its selected.pt")
+    untrained = sorted(state["trainable"].keys() - trained)
+    if untrained:
+        raise ValueError(f"{len(untrained)} tensors in the file are of parameters the run does not train "
+                         f"(e.g. {untrained[0]}); the run's config.json does not match its selected.pt")
     with torch.no_grad():
         for name, tensor in state["trainable"].items():
             if tensor.shape != own[name].shape:
