@@ -290,8 +290,8 @@ MISTAKES = (
       "normalised with ImageNet's mean instead of CLIP's", T_IMG + "test_constants_are_openais"),
     slip("pixels-not-scaled", "clip_min/images.py", ".permute(2, 0, 1).float().div(255)", ".permute(2, 0, 1).float()",
       "normalised pixels on the 0-255 scale", T_IMG + "test_matches_float64_reference"),
-    slip("bgr-channels", "clip_min/images.py", 'pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)',
-      'pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)[..., ::-1]', "fed the channels in OpenCV's BGR order",
+    slip("bgr-channels", "clip_min/images.py", 'pixels = np.asarray(rgb, dtype=np.uint8)',
+      'pixels = np.asarray(rgb, dtype=np.uint8)[..., ::-1]', "fed the channels in OpenCV's BGR order",
       T_IMG + "test_matches_float64_reference"),
     # ---- the tokenizer ----
     slip("no-lowercase", "clip_min/tokenizer.py", "return text.lower()", "return text",
