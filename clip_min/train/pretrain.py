@@ -158,6 +158,7 @@ def evaluate_base(weights: Path, data: Path, tasks: list[str], config: TrainConf
     device = resolve_device(config.device)
     autocast, _ = mixed_precision(config.amp, device)
     model = load_clip(weights, device)
+    config = defaults(config, model.config.text_layers, model.config.text_width)
     weights_id = content_fingerprint(weights)
     test = load_split(model, data, config.images, "test", weights_id, device, autocast)
     task_data = load_tasks(model, tasks, weights_id, device, autocast)
