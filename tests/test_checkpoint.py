@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import train
-from tiny import TINY_OPENAI as TINY, as_flags, tiny_world
+from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, JOINT_AT_BLOCK_0
 from clip_min.train import checkpoint, loop
 from clip_min.rotation import Rotation
 from clip_min.train.config import TrainConfig
@@ -35,12 +35,7 @@ def setup(tmp_path_factory):
 
 def flags(setup, out: Path, **options) -> list[str]:
     """train.py's flags for a joint (Eq. 5) LoRA run on the tiny world; options override them."""
-    world = setup["world"]
-    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="joint", layer=0, intervention_size=K, lora_rank=4, lr=1e-2, device="cpu", amp="off",
-                  max_steps=2, eval_every=2, out=out)
-    chosen.update(options)
-    return as_flags(chosen)
+    return run_flags(setup, out, **{**JOINT_AT_BLOCK_0, **options})
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from PIL import Image
 
 import eval as eval_script
 import train
-from tiny import TINY_OPENAI as TINY, as_flags, tiny_world
+from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, JOINT_AT_BLOCK_0, one_line_error
 from clip_min.train import checkpoint
 from clip_min.train import loop
 from clip_min.train.evaluation import load_split
@@ -51,12 +51,7 @@ def setup(tmp_path_factory):
 
 def flags(setup, out: Path, **options) -> list[str]:
     """train.py's flags for a joint LoRA run on the tiny world; options override them."""
-    world = setup["world"]
-    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="joint", layer=0, intervention_size=32, lora_rank=4, lr=1e-2, device="cpu", amp="off",
-                  max_steps=2, eval_every=2, out=out)
-    chosen.update(options)
-    return as_flags(chosen)
+    return run_flags(setup, out, **{**JOINT_AT_BLOCK_0, **options})
 
 
 @pytest.fixture(scope="module")
@@ -73,13 +68,6 @@ def copy_run(run: Path, to: Path) -> Path:
     shutil.copytree(run, to)
     return to
 
-
-def one_line_error(capsys, script: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith(f"{script}: error: "), err[-2000:]
-    return line
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -27,7 +27,7 @@ from PIL import Image
 
 import eval as eval_script
 import train
-from tiny import TINY_OPENAI as TINY, as_flags, tiny_world
+from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, one_line_error
 from clip_min import torchscript
 from clip_min.data.concadia import DataError, read_concadia
 from clip_min.data.ratings import read_ratings
@@ -49,12 +49,7 @@ def setup(tmp_path_factory):
 
 def flags(setup, out: Path, **options) -> list[str]:
     """train.py's flags for a two-step behavioral LoRA run on the tiny world; options override them."""
-    world = setup["world"]
-    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2,
-                  out=out)
-    chosen.update(options)
-    return as_flags(chosen)
+    return run_flags(setup, out, **options)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +58,6 @@ def finished(setup):
     assert train.main(flags(setup, out)) == 0
     return out
 
-
-def one_line_error(capsys, script: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith(f"{script}: error: "), err[-2000:]
-    return line
 
 
 def sha(path: Path) -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 
 import eval as eval_script
 import train
-from tiny import as_flags, tiny_world
+from tiny import tiny_world, run_flags, one_line_error
 from clip_min.train import checkpoint
 from clip_min.train.runlock import own_run_folder
 
@@ -34,13 +34,7 @@ def setup(tmp_path_factory):
 
 def flags(setup, out: Path | None, **options) -> list[str]:
     """train.py's flags for a two-step behavioral LoRA run on the tiny world; out=None leaves --out out."""
-    world = setup["world"]
-    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2)
-    if out is not None:
-        chosen["out"] = out
-    chosen.update(options)
-    return as_flags(chosen)
+    return run_flags(setup, out, **options)
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +50,6 @@ def contents(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
-
-def one_line_error(capsys, script: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    assert line.startswith(f"{script}: error: "), err[-2000:]
-    return line
 
 
 # ---- --out must be absent, empty, or a run folder --------------------------------------------

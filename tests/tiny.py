@@ -66,6 +66,33 @@ def as_flags(options: dict) -> list[str]:
     return [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
 
 
+def run_flags(setup, out, **options) -> list[str]:
+    """train.py's flags for a two-step behavioral LoRA run on a tiny_world, scored on its colour task.
+
+    ``options`` override them; ``out=None`` leaves --out out (train.py's default folder).
+    """
+    world = setup["world"]
+    chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
+                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2)
+    if out is not None:
+        chosen["out"] = out
+    chosen.update(options)
+    return as_flags(chosen)
+
+
+# The joint (Eq. 5) run the checkpoint and safety tests take: the intervention at block 0, half its width.
+JOINT_AT_BLOCK_0 = dict(objective="joint", layer=0, intervention_size=32)
+
+
+def one_line_error(capsys, script: str) -> str:
+    """The last line ``script`` wrote to stderr, checked to be its one-line error and no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"{script}: error: "), err[-2000:]
+    return line
+
+
 def run_eval(argv, capsys) -> tuple[int, str, str]:
     """eval.py's main on ``argv``: its exit code, stdout and stderr."""
     import eval as eval_script
