@@ -13,8 +13,7 @@ import torch
 
 import train
 from tiny import TINY, TINY_OPENAI, random_tokens, tiny_model, tiny_world
-from clip_min.attribution import (gauss_legendre, integrated_gradients, mediated_integrated_gradients,
-                                  token_attributions, word_attributions)
+from clip_min.attribution import gauss_legendre, integrated_gradients, mediated_integrated_gradients, token_attributions
 from clip_min.data.transfer import TransferTask, class_prompts
 from clip_min.losses import iit_loss_caption_base, iit_loss_rows
 from clip_min.model import CLIP

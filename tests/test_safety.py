@@ -69,7 +69,6 @@ def copy_run(run: Path, to: Path) -> Path:
     return to
 
 
-
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -35,7 +35,7 @@ from clip_min.data.transfer import read_cifar100, read_task
 from clip_min.images import load_image, preprocess
 from clip_min.model import CLIP
 from clip_min.train.features import encode_images
-from clip_min.weights import WeightsError, load_clip, load_weights, save_clip, save_hf
+from clip_min.weights import load_clip, load_weights, save_clip, save_hf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,6 @@ def finished(setup):
     out = setup["root"] / "finished"
     assert train.main(flags(setup, out)) == 0
     return out
-
 
 
 def sha(path: Path) -> str:

@@ -51,7 +51,6 @@ def contents(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-
 # ---- --out must be absent, empty, or a run folder --------------------------------------------
 
 
