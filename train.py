@@ -22,7 +22,7 @@ from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
 from clip_min.train.runs import read_run_config
 from clip_min.data.toy import toy_world_dir
-from clip_min.train.config import TrainConfig
+from clip_min.train.config import TrainConfig, as_recorded
 from clip_min.weights import WeightsError
 
 
@@ -100,7 +100,7 @@ def saved_flags(folder: str) -> dict:
     """The configuration a run in ``folder`` was started with, as TrainConfig fields."""
     if not Path(folder).is_dir():
         return {}  # training.check names the missing folder
-    config = read_run_config(folder)
+    config = as_recorded(read_run_config(folder))
     names = {f.name for f in fields(TrainConfig)} - {"out", "resume", "overwrite"}
     saved = {name: config[name] for name in names if name in config}
     saved["transfer"] = tuple(saved.get("transfer") or ())

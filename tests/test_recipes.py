@@ -144,13 +144,42 @@ def test_one_way_rows_are_eqs_2_and_3_row_by_row():
 
 
 def test_the_authors_full_fine_tuning_trains_the_temperature_and_the_paper_keeps_it(setup, tmp_path):
+    from clip_min.train.runs import load_run
+
     base = torch.load(setup["base"], weights_only=True)["logit_scale"]
     moved = {}
     for recipe in ("authors", "paper"):
         out = tmp_path / recipe
         assert run_train(setup, setup["base"], out, "--recipe", recipe, "--finetune", "full", "--lr", "1e-3") == 0
-        moved[recipe] = float(torch.load(out / "weights.pt", weights_only=True)["logit_scale"]) != float(base)
+        trained = float(torch.load(out / "weights.pt", weights_only=True)["logit_scale"])
+        moved[recipe] = trained != float(base)
+        # The selected step holds the temperature too, and loads with it (not refused as untrained).
+        assert float(load_run(out).model.logit_scale.detach()) == trained
     assert moved == {"authors": True, "paper": False}
+
+
+RECIPE_FIELDS = ("recipe", "iit_rows", "triplets", "val_images", "logit_scale", "orthogonal_map")
+
+
+def test_a_run_from_before_the_recipes_resumes_as_the_paper_recipe(setup, wide, tmp_path, capsys):
+    """Its config.json and checkpoint lack the recipe's fields; what it did then is the paper's recipe now."""
+    from clip_min.train import checkpoint
+
+    out = tmp_path / "old"
+    assert run_train(setup, wide, out, "--recipe", "paper", "--objective", "iit-das", "--iit-samples", "12",
+                     "--layer", "0", "--intervention-size", "32") == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in RECIPE_FIELDS}))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state.pop("sha256")
+    state["run"]["config"] = {k: v for k, v in state["run"]["config"].items() if k not in RECIPE_FIELDS}
+    state["sha256"] = checkpoint.digest(state)
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert train.main(["--resume", str(out), "--max-steps", "2"]) == 0, capsys.readouterr().err
+    resumed = json.loads((out / "config.json").read_text())
+    assert {k: resumed[k] for k in RECIPE_FIELDS} == dict(recipe="paper", iit_rows="pairs", triplets="stream",
+                                                          val_images=0, logit_scale="fixed", orthogonal_map="cayley")
 
 
 def test_a_run_reloads_its_rotation_with_the_map_it_trained_with(setup, tmp_path):

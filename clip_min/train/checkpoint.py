@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_save
+from .config import as_recorded
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
@@ -178,6 +179,7 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
 def config_changes(saved: dict, now: dict) -> list[str]:
     """Fields outside MAY_CHANGE whose values differ, as '--flag was X, now Y'."""
     # --overwrite says how the run took its folder, not what it trains (and a resume cannot take it).
+    saved = as_recorded(saved)  # a checkpoint from before the recipes trained as the paper's recipe does
     names = sorted((saved.keys() | now.keys()) - set(MAY_CHANGE) - {"overwrite"})
     return [f"--{name.replace('_', '-')} was {saved.get(name)!r}, now {now.get(name)!r}"
             for name in names if saved.get(name) != now.get(name)]
@@ -186,7 +188,7 @@ def config_changes(saved: dict, now: dict) -> list[str]:
 def check_train_data(state: dict, n: int, train_id: str | None) -> None:
     """Refuse data whose training split changed: the saved permutation indexes into it, and the run learned from it.
 
-    ``train_id`` is evaluation.split_digest of the split now (None outside the main process);
+    ``train_id`` is evaluation.split_digest of the split now (None: not computed);
     checkpoints from before it was kept have only the count to compare.
     """
     saved = state["run"]["train_images"]

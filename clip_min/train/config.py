@@ -93,6 +93,17 @@ PAPER_DEFAULTS = {
     ("joint", "lora"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),  # as IIT-DAS
     ("clip", "full"): dict(lr=1e-5, lora_rank=64),  # ours: pretraining is not in the paper
 }
+# A run recorded before the recipes (its config.json has no "recipe") trained as the paper's
+# recipe does now; reading it back (a resume, a reload) fills these in for the fields it lacks.
+BEFORE_RECIPES = dict(recipe="paper", **{name: PAPER_DEFAULTS["all"][name] for name in
+                                         ("iit_rows", "triplets", "val_images", "logit_scale", "orthogonal_map")})
+
+
+def as_recorded(config: dict) -> dict:
+    """A run's config.json as this version records it: one from before the recipes gains BEFORE_RECIPES."""
+    return config if "recipe" in config else {**BEFORE_RECIPES, **config}
+
+
 # The authors' released runs (atticusg/InterchangeInterventions at 231cc5f, the scripts behind
 # Table 1). LoRA is peft's with alpha = r on q, k, v and out of the text layers in both recipes.
 AUTHORS_DEFAULTS = {

@@ -177,7 +177,7 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
             val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("val", "test"))
             val = sample_split(val, config.val_images, SAMPLE_SEED)
             task_data = load_tasks(model, tasks, weights_id, device, autocast)
-    train_id = split_digest(train.examples) if main else None
+    train_id = distributed.from_main(lambda: split_digest(train.examples))  # read once; every process can refuse
     if resumed:
         checkpoint.check_train_data(resumed, len(train.examples), train_id)
     before = None

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from . import selected
-from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig
+from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig, as_recorded
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
@@ -176,11 +176,10 @@ def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device:
         if config["objective"] in ("iit-das", "joint"):
             raise RunError(f"{path} has no rotation, which an {config['objective']} run saves; the run folder is damaged")
         return None
-    # Runs from before the recipes were recorded used the Cayley map.
-    rotation = Rotation(model.config.text_width, config.get("orthogonal_map") or "cayley").to(device)
     try:
+        rotation = Rotation(model.config.text_width, as_recorded(config)["orthogonal_map"]).to(device)
         rotation.load_state_dict(state)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[-1].strip()
         raise RunError(f"{path}: its rotation does not fit this model ({first}); the run folder is damaged") from None
     return rotation.eval()
@@ -196,7 +195,10 @@ def trained_names(model: CLIP, config: dict) -> set[str]:
     if config["finetune"] == "lora":
         return {name for name in names if name.endswith((".lora_A", ".lora_B"))}
     towers = TEXT_TOWER + (("visual.",) if config.get("towers") == "both" else ())
-    return {name for name in names if name.startswith(towers)}
+    trained = {name for name in names if name.startswith(towers)}
+    if as_recorded(config)["logit_scale"] == "trained":  # the authors' full fine-tuning trains the temperature too
+        trained.add("logit_scale")
+    return trained
 
 
 def check_base(folder: Path, base: str, weights_id: str | None, loaded_id: str) -> None:
