@@ -47,9 +47,7 @@ def setup(tmp_path_factory):
     yield from tiny_world(tmp_path_factory, "files", n_articles=12)
 
 
-def flags(setup, out: Path, **options) -> list[str]:
-    """train.py's flags for a two-step behavioral LoRA run on the tiny world; options override them."""
-    return run_flags(setup, out, **options)
+flags = run_flags  # a two-step behavioral LoRA run on the tiny world (tests/tiny.py)
 
 
 @pytest.fixture(scope="module")
