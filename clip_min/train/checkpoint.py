@@ -41,6 +41,7 @@ import torch
 
 from ..files import atomic_save
 from .config import as_recorded
+from .runlock import claim
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
@@ -137,7 +138,7 @@ def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, ro
         selected=selected,
     )
     state["sha256"] = digest(state)
-    atomic_save(state, Path(folder) / NAME)
+    atomic_save(state, claim(Path(folder) / NAME))
 
 
 def read(folder: Path, run_config: dict, weights_id: str) -> dict:

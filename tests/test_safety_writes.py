@@ -1,0 +1,74 @@
+"""A run never deletes its own files, and writes never follow links (issue 28).
+
+Each test builds its unlucky case (a file system that hands a freed inode number to the next
+file, a lock or a temporary name that is a link out of the folder, ...) and checks that the
+run's files are whole and loadable, or the one-line refusal and that nothing outside was
+written. Runs are train.py on a tiny random CLIP and a tiny toy world, as in
+tests/test_safety_folders.py.
+"""
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from tiny import tiny_world, run_flags
+from clip_min.train import checkpoint
+from clip_min.train.runs import load_run, read_adapters, read_selected
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    yield from tiny_world(tmp_path_factory, "writes", n_articles=12)
+
+
+flags = run_flags  # a two-step behavioral LoRA run on the tiny world (tests/tiny.py)
+
+
+# ---- 1. a run's own files are known by name and its record, never by inode number -------------
+
+
+class ReusedInode:
+    """An os.stat result whose inode number is the file name's: every file of one name gets the same one."""
+
+    def __init__(self, result: os.stat_result, path):
+        self._result = result
+        self.st_ino = zlib.crc32(os.fsencode(os.path.basename(os.fspath(path))))
+
+    def __getattr__(self, name):
+        return getattr(self._result, name)
+
+
+def test_overwrite_runs_in_a_row_keep_every_file_of_the_last_on_a_file_system_that_reuses_inodes(
+        setup, tmp_path, monkeypatch, capsys):
+    # A file system hands the number of a file just freed to the next one created; here the worst
+    # case, every time: the checkpoint a run writes has the number its predecessor's had.
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda path, *args, **kwargs: ReusedInode(real_stat(path, *args, **kwargs), path)
+                        if not isinstance(path, int) else real_stat(path, *args, **kwargs))
+    out = tmp_path / "run"
+    runs = [dict(seed=0), dict(seed=1), dict(seed=2, finetune="full", lr=1e-4), dict(seed=3), dict(seed=4, lora_rank=8)]
+    for i, options in enumerate(runs):
+        assert train.main(flags(setup, out, **options) + (["--overwrite"] if i else [])) == 0, capsys.readouterr().err
+    monkeypatch.undo()
+
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["adapters.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "selected.pt", "summary.json"]
+    # (weights.pt, the full fine-tuning run's, went when the last run finished: this run does not write it)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["seed"], config["lora_rank"], config["finetune"]) == (4, 8, "lora")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state.pop("sha256") == checkpoint.digest(state) and state["run"]["config"]["seed"] == 4
+    assert state["progress"]["step"] == 2 and json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 2]
+    assert read_selected(out / "selected.pt", "cpu")["step"] == 2
+    ranks = {t.shape[0] for name, t in read_adapters(out / "adapters.pt", "cpu")["lora"].items() if name.endswith("lora_A")}
+    assert ranks == {8}
+    for step in ("selected", "last"):
+        assert load_run(out, step=step).config["seed"] == 4
