@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import eval as eval_script
 import train
-from tiny import tiny_world, run_flags
+from tiny import tiny_world, run_flags, one_line_error
 from clip_min.train import checkpoint
 from clip_min.train.runs import load_run, read_adapters, read_selected
 
@@ -72,3 +73,54 @@ def test_overwrite_runs_in_a_row_keep_every_file_of_the_last_on_a_file_system_th
     assert ranks == {8}
     for step in ("selected", "last"):
         assert load_run(out, step=step).config["seed"] == 4
+
+
+# ---- 2. writes never follow a link -------------------------------------------------------------
+
+
+def test_a_lock_that_is_a_link_out_of_the_folder_is_refused_and_what_it_leads_to_is_unchanged(setup, tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    missing = tmp_path / "not_yet.txt"
+    for name, make in {"symbolic": lambda lock: lock.symlink_to(outside), "hard": lambda lock: os.link(outside, lock),
+                       "dangling": lambda lock: lock.symlink_to(missing)}.items():
+        out = tmp_path / f"run_{name}"
+        out.mkdir()
+        make(out / ".lock")
+        assert train.main(flags(setup, out)) == 2, name
+        line = one_line_error(capsys, "train.py")
+        assert f"{out / '.lock'} is a " in line and "never writes through a link" in line, line
+        assert outside.read_text() == "precious" and not missing.exists(), name
+        assert sorted(p.name for p in out.iterdir()) == [".lock"], name  # nothing was written
+
+
+def test_a_temporary_name_that_is_a_link_is_refused_and_what_it_leads_to_is_unchanged(setup, tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    for name, make in {"symbolic": lambda tmp: tmp.symlink_to(outside), "hard": lambda tmp: os.link(outside, tmp)}.items():
+        out = tmp_path / f"run_{name}"
+        out.mkdir()
+        tmp = out / f".config.json.tmp{os.getpid()}"  # the name this process writes config.json through
+        make(tmp)
+        assert train.main(flags(setup, out)) == 2, name
+        line = one_line_error(capsys, "train.py")
+        assert f"{tmp} is a " in line and "never writes through a link" in line, line
+        assert outside.read_text() == "precious" and not (out / "config.json").exists(), name
+        tmp.unlink()  # as the line says: the same command now runs
+        assert train.main(flags(setup, out)) == 0, name
+
+    # An output path: eval.py export's temporary name beside --out.
+    exported = tmp_path / "exported.pt"
+    (tmp_path / f".exported.pt.tmp{os.getpid()}").symlink_to(outside)
+    export = ["export", "--weights", str(setup["base"]), "--format", "openai", "--out", str(exported)]
+    assert eval_script.main(export) == 2
+    assert "never writes through a link" in one_line_error(capsys, "eval.py")
+    assert outside.read_text() == "precious" and not exported.exists()
+
+    # A plain file under this process's temporary name was left by an earlier process with the
+    # same pid, killed mid-write (in a container every run can be pid 1): it is replaced.
+    (tmp_path / f".exported.pt.tmp{os.getpid()}").unlink()
+    (tmp_path / f".exported.pt.tmp{os.getpid()}").write_bytes(b"half of an earlier export")
+    assert eval_script.main(export) == 0
+    assert torch.load(exported, weights_only=True).keys() == torch.load(setup["base"], weights_only=True).keys()
+    assert not (tmp_path / f".exported.pt.tmp{os.getpid()}").exists()

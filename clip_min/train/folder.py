@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import atomic_save, atomic_write_text
+from ..files import append_text, atomic_save, atomic_write_text
 from ..lora import lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
@@ -44,8 +44,7 @@ def save_run(out: Path, model: CLIP, rotation: Rotation | None, config: TrainCon
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    with open(claim(path), "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_text(claim(path), json.dumps(record) + "\n")
 
 
 def write_json(path: Path, obj: dict) -> None:

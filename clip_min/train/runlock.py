@@ -16,7 +16,8 @@ number is handed to the next file created, often the very file that replaces it.
 Two train.py runs writing into one ``--out`` would interleave their files: one's config.json
 beside the other's adapters, every metrics line twice. :func:`own_run_folder` lets one run own
 the folder: it holds an exclusive ``flock`` on ``RUN/.lock``, which also records its pid for
-the error message a second run gets. The kernel drops the lock when the owning process ends,
+the error message a second run gets (a ``.lock`` that is a link, or a second name of another
+file, is refused, never written through). The kernel drops the lock when the owning process ends,
 however it ends (SIGKILL and power cuts included), so a killed run never leaves the folder
 stuck. (flock needs a POSIX system; on some network file systems it locks only per machine.)
 
@@ -24,7 +25,9 @@ An atomic write (``clip_min.files.atomic_write``) goes to ``.NAME.tmpPID`` first
 killed mid-write leaves that file, which for a full fine-tuning checkpoint of ViT-B/32 is
 gigabytes. Whoever owns the folder knows no other run is writing into it, so such files are
 leftovers and are removed when a run starts or resumes: only the temporary names of the run's
-own files (RUN_FILES and the record), and only when the pid in the name is no longer running.
+own files (RUN_FILES and the record), only plain files, and only when the pid in the name is no
+longer running or is the owner's own (an earlier process with the same pid, which in a container
+every run can have; the owner has written nothing yet).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, not_a_plain_file, open_own
 
 LOCK_NAME = ".lock"
 DEFAULT_OUT = "runs/latest"  # train.py's --out when none is given
@@ -60,7 +63,7 @@ def own_run_folder(folder: str | Path):
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {folder}: a file is in the way of the run folder; move it or pass another --out")
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,8 +95,9 @@ def remove_leftover_temp_files(folder: Path) -> list[Path]:
     removed = []
     for path in folder.iterdir():
         match = TEMP_FILE.fullmatch(path.name)
-        if match and not pid_alive(int(match.group(2))) and path.is_file() and not path.is_symlink():
-            size = path.stat().st_size
+        pid = int(match.group(2)) if match else None
+        if match and (pid == os.getpid() or not pid_alive(pid)) and not not_a_plain_file(path, info := path.lstat()):
+            size = info.st_size
             path.unlink(missing_ok=True)
             removed.append(path)
             print(f"removed {path}, {size / 1e6:.1f} MB left by a run killed while writing it")
@@ -141,7 +145,7 @@ def move_aside(folder: str | Path) -> Path:
     while target.exists():
         n += 1
         target = folder.with_name(f"{folder.name}-{stamp}-{n}")
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live run keeps its folder
