@@ -162,9 +162,11 @@ def describe_os_error(err: OSError) -> str:
         errno.ENOTDIR: "a file is in the way of a folder; move it or choose another path",
         errno.EISDIR: "a folder is where a file was expected; check the path",
         errno.ENOENT: "check the path",
+        errno.ELOOP: "a symbolic link on the path leads back to itself; remove it or choose another path",
+        errno.EFBIG: "the file is larger than this file system (or `ulimit -f`) allows; choose another place",
     }.get(err.errno, "check the path and the disk")
     try:
-        in_cache = err.filename is not None and Path(err.filename).resolve().is_relative_to(cache_root().resolve())
+        in_cache = isinstance(err.filename, (str, os.PathLike)) and is_within(err.filename, cache_root())
     except (OSError, ValueError):
         in_cache = False
     if in_cache:
@@ -222,33 +224,65 @@ def create_exclusively(path: Path) -> int:
         return open_own(path, flags)
 
 
+def os_error_behind(err: BaseException) -> OSError | None:
+    """The operating-system error ``err`` is, or was raised while handling (torch.save turns a failed write into a RuntimeError)."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__context__
+    return err
+
+
+def failed(err: Exception, step: str, path: str | Path) -> OSError | None:
+    """The OS error behind ``err``, naming ``path`` and the step that failed ("writing it"); None if there is none."""
+    cause = os_error_behind(err)
+    if cause is None or cause.errno is None:  # not the system's, or our own check with its own message
+        return None
+    return OSError(cause.errno, f"{step} failed ({cause.strerror})", str(path))
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     The data is on disk before the rename, so a crash or a power cut at any moment leaves either
     the old file or the new one, never a half-written one. The temporary file is created
     exclusively, so the bytes go into a file of this process's own and never through a link; the
-    rename replaces a link at ``path`` itself, never the file it leads to.
+    rename replaces a link at ``path`` itself, never the file it leads to. An OS error names
+    ``path`` and the step that failed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = create_exclusively(tmp)
+    step = "making its folder"
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        step = f"creating {tmp.name} to write it"
+        fd = create_exclusively(tmp)
+        try:
+            step = "writing it"
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            step = f"renaming {tmp.name} into place"
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except Exception as err:
+        named = failed(err, step, path)
+        if named is None:
+            raise
+        raise named from err
 
 
 def append_text(path: str | Path, text: str) -> None:
     """Append ``text`` to a file, creating it if needed, never through a link."""
-    with os.fdopen(open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:
-        f.write(text.encode("utf-8"))
+    try:
+        with os.fdopen(open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:
+            f.write(text.encode("utf-8"))
+    except OSError as err:
+        named = failed(err, "appending to it", path)
+        if named is None:
+            raise
+        raise named from err
 
 
 def atomic_save(obj, path: str | Path) -> None:

@@ -9,6 +9,9 @@ tests/test_safety_folders.py.
 
 import json
 import os
+import resource
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -20,6 +23,8 @@ import train
 from tiny import tiny_world, run_flags, one_line_error
 from clip_min.train import checkpoint
 from clip_min.train.runs import load_run, read_adapters, read_selected
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -124,3 +129,28 @@ def test_a_temporary_name_that_is_a_link_is_refused_and_what_it_leads_to_is_unch
     assert eval_script.main(export) == 0
     assert torch.load(exported, weights_only=True).keys() == torch.load(setup["base"], weights_only=True).keys()
     assert not (tmp_path / f".exported.pt.tmp{os.getpid()}").exists()
+
+
+# ---- 6. an OS error while writing names the file and the step; an --out that loops -----------
+
+
+def test_a_file_too_large_names_the_file_and_the_step(setup, tmp_path):
+    out = tmp_path / "run"
+    limit = 64_000  # config.json, metrics.jsonl, selected.pt (22 kB) fit; checkpoint.pt (110 kB) does not
+    done = subprocess.run([sys.executable, "train.py", *map(str, flags(setup, out))], cwd=REPO, capture_output=True,
+                          text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"train.py: error: {out / 'checkpoint.pt'}: writing it failed (File too large); the file is larger than "
+        "this file system (or `ulimit -f`) allows; choose another place")
+    assert sorted(p.name for p in out.iterdir() if ".tmp" in p.name) == []  # the half-written file is gone
+
+
+def test_an_out_that_is_a_link_in_a_circle_or_to_nothing_is_one_line(setup, tmp_path, capsys):
+    loop, dangling, nowhere = tmp_path / "loop", tmp_path / "dangling", tmp_path / "nowhere"
+    loop.symlink_to(loop)
+    dangling.symlink_to(nowhere)
+    for out, leads in ((loop, "in a circle"), (dangling, "to nothing")):
+        assert train.main(flags(setup, out)) == 2
+        assert f"--out {out} is a symbolic link that leads {leads}" in one_line_error(capsys, "train.py")
+    assert not nowhere.exists()

@@ -32,6 +32,7 @@ every run can have; the owner has written nothing yet).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -40,7 +41,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import atomic_write_text, not_a_plain_file, open_own
+from ..files import atomic_write_text, failed, not_a_plain_file, open_own
 
 LOCK_NAME = ".lock"
 DEFAULT_OUT = "runs/latest"  # train.py's --out when none is given
@@ -72,8 +73,11 @@ def own_run_folder(folder: str | Path):
         raise RunFolderBusy(f"{folder} is in use by another run (pid {owner}); wait for it to finish, "
                             "or pass another --out") from None
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            raise failed(err, "writing the owner's pid into it", folder / LOCK_NAME) from err
         remove_leftover_temp_files(folder)
         yield folder
     finally:
@@ -116,6 +120,13 @@ def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
     default folder, with neither --resume nor --overwrite).
     """
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        try:
+            folder.stat()
+        except OSError as err:
+            leads = "in a circle" if err.errno == errno.ELOOP else "to nothing"
+        raise ValueError(f"--out {folder} is a symbolic link that leads {leads} ({os.readlink(folder)}); remove the link "
+                         "or pass another --out")
     if not folder.exists() or resume:
         return False
     if not folder.is_dir():
