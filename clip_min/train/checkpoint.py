@@ -41,7 +41,7 @@ import torch
 
 from ..files import atomic_save
 from .config import as_recorded
-from .runlock import claim
+from .folder import claim
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)

@@ -10,7 +10,8 @@ from . import distributed
 from ..files import atomic_write_text, check_output
 from .pretrain import TOY_CAPTION_WEIGHT, pretrain
 from .toybase import toy_base
-from .runlock import check_run_folder, claim, move_aside, own_run_folder, remove_stale
+from .folder import claim, remove_stale
+from .runlock import check_run_folder, move_aside, own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
 from .config import TrainConfig, check
 from .device import resolve_device

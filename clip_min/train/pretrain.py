@@ -28,8 +28,7 @@ from ..weights import load_clip, save_clip
 from .config import TOY_DEFAULTS, TrainConfig, defaults
 from .device import mixed_precision, resolve_device, seed_everything
 from .evaluation import fmt, load_split, load_tasks, split_accuracy, transfer_f1
-from .folder import write_json
-from .runlock import begin_record, claim
+from .folder import begin_record, claim, write_json
 
 # A CLIP small enough to pretrain on two CPU cores in about a minute: 32 x 32 images in 8 x 8
 # patches (16 tokens), a 3-block text tower, and the real tokenizer and vocabulary. Heads follow

@@ -1,4 +1,4 @@
-"""Run folders: what ``--out`` may be, one run per folder at a time, and which files are the run's.
+"""Run folders: what ``--out`` may be, one run per folder at a time, and what killed runs left behind.
 
 ``--out`` must be absent, empty, or a run folder (:func:`check_run_folder`). A folder holding a
 run is refused unless the run goes on in it (``--resume``) or replaces it (``--overwrite``); a
@@ -8,10 +8,8 @@ so rerunning a command never loses a run.
 
 Replacing with ``--overwrite`` deletes nothing at the start: each earlier file stays until this
 run renames its own over it, and the earlier files this run does not write are removed only when
-it has finished (:func:`remove_stale`). Which files are this run's is what the run itself
-recorded: ``RUN/.written.json`` names every file it writes, each noted before the file is written
-(:func:`claim`). The file system's own identity of a file cannot tell them apart: a freed inode
-number is handed to the next file created, often the very file that replaces it.
+it has finished (``clip_min.train.folder.remove_stale``), known by the run's own record of
+the files it wrote, never by what the file system says of them.
 
 Two train.py runs writing into one ``--out`` would interleave their files: one's config.json
 beside the other's adapters, every metrics line twice. :func:`own_run_folder` lets one run own
@@ -34,21 +32,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import atomic_write_text, failed, not_a_plain_file, open_own
+from ..files import failed, not_a_plain_file, open_own
+from .folder import RECORD_NAME, RUN_FILES, run_files
 
 LOCK_NAME = ".lock"
 DEFAULT_OUT = "runs/latest"  # train.py's --out when none is given
-# Every file a run writes into its folder (train.py, and the stamps of eval.py table and search).
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "selected.pt", "adapters.pt", "weights.pt",
-             "summary.json", "table_request.json", "search_request.json")
-RECORD_NAME = ".written.json"  # the names of the RUN_FILES this run wrote (claim)
 # atomic_write's temporary name for each of them: .NAME.tmpPID
 TEMP_FILE = re.compile(r"\.(" + "|".join(re.escape(name) for name in (*RUN_FILES, RECORD_NAME)) + r")\.tmp(\d+)")
 
@@ -108,11 +102,6 @@ def remove_leftover_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def run_files(folder: Path) -> list[str]:
-    """The names of a run's files in ``folder``."""
-    return [name for name in RUN_FILES if (folder / name).exists()]
-
-
 def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
     """Refuse an ``--out`` that is neither absent, empty, nor a run folder this run may use.
 
@@ -168,51 +157,3 @@ def move_aside(folder: str | Path) -> Path:
     finally:
         os.close(fd)
     return target
-
-
-def recorded(folder: Path) -> list[str] | None:
-    """The names in ``folder``'s record of what its run wrote; None where there is none, or it is damaged."""
-    try:
-        names = json.loads((folder / RECORD_NAME).read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return names if isinstance(names, list) and all(isinstance(name, str) for name in names) else None
-
-
-def begin_record(folder: Path, resumed: bool) -> None:
-    """Start the record of the files this run writes into ``folder``, before it writes the first.
-
-    A new run's record starts empty, even over an earlier run's (``--overwrite``). A resumed run
-    goes on with the record its first session started; a run from before the record existed, or
-    with a damaged one, takes every run file it finds as its own, so none of them is removed.
-    """
-    if resumed and recorded(folder) is not None:
-        return
-    atomic_write_text(folder / RECORD_NAME, json.dumps(run_files(folder) if resumed else []) + "\n")
-
-
-def claim(path: Path) -> Path:
-    """Note in the record of ``path``'s run folder that this run writes ``path``; return ``path``.
-
-    The name is recorded before the file is written: a crash between the two leaves the earlier
-    run's file counted as this run's, which keeps it, never this run's file counted as the
-    earlier run's, which would delete it.
-    """
-    folder, name = path.parent, path.name
-    names = recorded(folder)
-    if names is None:  # no record yet (a folder from before it): every run file there is kept
-        names = run_files(folder)
-    if name not in names:
-        atomic_write_text(folder / RECORD_NAME, json.dumps([*names, name]) + "\n")
-    return path
-
-
-def remove_stale(folder: Path) -> list[str]:
-    """After a run has finished: remove the run files in ``folder`` that its record does not name, an earlier run's."""
-    names = recorded(folder)
-    if names is None:
-        return []
-    stale = [name for name in run_files(folder) if name not in names]
-    for name in stale:
-        (folder / name).unlink(missing_ok=True)
-    return stale

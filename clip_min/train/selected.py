@@ -26,7 +26,7 @@ import torch
 
 from ..files import atomic_save
 from ..metrics import trade_off, transfer_score
-from .runlock import claim
+from .folder import claim
 
 NAME = "selected.pt"
 
