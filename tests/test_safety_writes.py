@@ -9,20 +9,28 @@ tests/test_safety_folders.py.
 
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import zlib
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 import eval as eval_script
 import train
-from tiny import tiny_world, run_flags, one_line_error
+from tiny import TINY_OPENAI, tiny_world, run_flags, as_flags, one_line_error
+from clip_min.model import CLIP
 from clip_min.train import checkpoint
+from clip_min.train.runlock import own_run_folder
 from clip_min.train.runs import load_run, read_adapters, read_selected
+from clip_min.weights import save_clip
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,6 +137,203 @@ def test_a_temporary_name_that_is_a_link_is_refused_and_what_it_leads_to_is_unch
     assert eval_script.main(export) == 0
     assert torch.load(exported, weights_only=True).keys() == torch.load(setup["base"], weights_only=True).keys()
     assert not (tmp_path / f".exported.pt.tmp{os.getpid()}").exists()
+
+
+# ---- 4. every refusal names a way on, and that way is accepted --------------------------------
+
+
+@dataclass
+class Refused:
+    """A command train.py refuses: its arguments, the command that started the run it is about, its --out."""
+
+    argv: list[str]
+    command: list[str]
+    out: Path
+    fix: Callable[[], None] | None = None  # what "remove it", "restore a copy", "wait for it" ask of the user
+
+
+def with_out(argv: list[str], out: Path) -> list[str]:
+    i = argv.index("--out")
+    return [*argv[:i + 1], str(out), *argv[i + 2:]]
+
+
+def fixed(case: Refused) -> list[str]:
+    case.fix()
+    return case.argv
+
+
+def suggested(line: str, case: Refused, finished: Path) -> list[tuple[str, Callable[[Refused], list[str]]]]:
+    """Each way on that ``line`` names, as a function from a fresh copy of the refused case to train.py's arguments."""
+    ways = []
+    resume = re.search(r"python train\.py --resume (\S+?)(?:,| \(|$)", line)
+    if resume:
+        assert resume.group(1) == str(case.out), line
+        ways.append(("--resume", lambda c: ["--resume", str(c.out)]))
+    if "add --overwrite" in line:
+        ways.append(("add --overwrite", lambda c: [*c.argv, "--overwrite"]))
+    if "its command and --overwrite" in line:
+        ways.append(("its command and --overwrite", lambda c: [*c.command, "--overwrite"]))
+    if "another --out" in line or "pass --out a new or empty folder" in line:
+        ways.append(("another --out", lambda c: with_out(c.command if "--resume" in c.argv else c.argv,
+                                                         c.out.parent / "another")))
+    if "without --resume" in line:
+        ways.append(("without --resume", lambda c: c.command))
+    if "pass --resume the --out folder of a train.py run" in line:
+        ways.append(("a run folder", lambda c: ["--resume", str(shutil.copytree(finished, c.out.parent / "a_run"))]))
+    if "drop --out" in line:
+        ways.append(("drop --out", lambda c: c.argv[:c.argv.index("--out")] + c.argv[c.argv.index("--out") + 2:]))
+    if "drop one of them" in line:
+        ways.append(("drop --overwrite", lambda c: [a for a in c.argv if a != "--overwrite"]))
+        ways.append(("drop --resume", lambda c: c.argv[:c.argv.index("--resume")] + c.argv[c.argv.index("--resume") + 2:]))
+    if "a resumed run may change only" in line:
+        ways.append(("the saved configuration", lambda c: ["--resume", str(c.out)]))
+    for words in ("move it", "remove the link", "remove it and run again", "restore a copy of it",
+                  "resume with the file the run started from", "wait for it to finish"):
+        if re.search(rf"\b{words}\b", line):
+            ways.append((words, fixed))
+    return ways
+
+
+def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tmp_path, monkeypatch, capsys):
+    def command(out, **options):
+        return flags(setup, out, **options)
+
+    def pretraining(out):
+        world = setup["world"]
+        return as_flags(dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
+                             objective="clip", device="cpu", amp="off", max_steps=2, out=out))
+
+    def stopped_at_first_checkpoint(out, argv):
+        """Run ``argv`` and kill it as it writes its first checkpoint.pt, leaving the temporary file."""
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+
+        def killed(folder, *args, **kwargs):
+            (Path(folder) / f".checkpoint.pt.tmp{dead.pid}").write_bytes(b"the first half of a checkpoint")
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            m.setattr(checkpoint, "save", killed)
+            assert train.main(argv) == 130
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    # The runs the cases start from: finished, killed at its first checkpoint, and pretraining.
+    base = tmp_path / "base"
+    finished, stopped, pretrained = base / "finished", base / "stopped", base / "pretrained"
+    assert train.main(command(finished)) == 0
+    interrupted = stopped_at_first_checkpoint(stopped, command(stopped))
+    assert train.main(pretraining(pretrained)) == 0
+    assert not (stopped / "checkpoint.pt").exists() and (stopped / "config.json").exists()
+    capsys.readouterr()
+
+    def copy(run, d):
+        return shutil.copytree(run, d / "run")
+
+    def in_the_way(d, make):
+        out = d / "out"
+        make(out)
+        return Refused(command(out), command(out), out, fix=lambda: out.unlink())
+
+    def with_lock_held(d):
+        out = d / "run"
+        held = ExitStack()
+        held.enter_context(own_run_folder(out))
+        holders.append(held)
+        return Refused(command(out), command(out), out, fix=held.close)
+
+    def link_inside(d, name):
+        out = d / "run"
+        out.mkdir()
+        (d / "outside.txt").write_text("precious")
+        (out / name).symlink_to(d / "outside.txt")
+        return Refused(command(out), command(out), out, fix=lambda: (out / name).unlink())
+
+    def resume(out, *extra, start=command, fix=None):
+        return Refused(["--resume", str(out), *extra], start(out), out, fix)
+
+    def damaged(d, change):
+        out = copy(finished, d)
+        kept = (out / "checkpoint.pt").read_bytes()
+        change(out)
+        return resume(out, fix=lambda: (out / "checkpoint.pt").write_bytes(kept))
+
+    def base_replaced(d):
+        weights = d / "base.pt"
+        shutil.copy(setup["base"], weights)
+        out = d / "run"
+        stopped_at_first_checkpoint(out, command(out, weights=weights))
+        torch.manual_seed(1)
+        save_clip(CLIP(TINY_OPENAI), weights)
+        return Refused(["--resume", str(out)], command(out, weights=weights), out,
+                       fix=lambda: shutil.copy(setup["base"], weights))
+
+    def holding(d, *names):
+        out = d / "run"
+        out.mkdir()
+        for name in names:
+            (out / name).write_text("x")
+        return out
+
+    cases = {
+        # --out
+        "a file in the way": lambda d: in_the_way(d, lambda out: out.write_text("mine")),
+        "a link in a circle": lambda d: in_the_way(d, lambda out: out.symlink_to(out)),
+        "not a run folder": lambda d: Refused(command(holding(d, "holiday.jpg")), command(d / "run"), d / "run"),
+        "an unfinished run": lambda d: (lambda out: ((out / "summary.json").unlink(), Refused(command(out), command(out), out))[1])(copy(finished, d)),
+        "a run killed writing its first checkpoint": lambda d: (lambda out: Refused(command(out), command(out), out))(copy(stopped, d)),
+        "a finished run": lambda d: (lambda out: Refused(command(out), command(out), out))(copy(finished, d)),
+        "a pretraining run": lambda d: (lambda out: Refused(pretraining(out), pretraining(out), out))(copy(pretrained, d)),
+        "a damaged config.json": lambda d: (lambda out: ((out / "config.json").write_text("{"), Refused(command(out), command(out), out))[1])(copy(finished, d)),
+        "a folder in use": with_lock_held,
+        "a lock that is a link": lambda d: link_inside(d, ".lock"),
+        "a temporary name that is a link": lambda d: link_inside(d, f".config.json.tmp{os.getpid()}"),
+        # --resume
+        "no such folder": lambda d: resume(d / "run"),
+        "no run started yet": lambda d: resume(holding(d, ".lock")),
+        "not a run folder to resume": lambda d: resume(holding(d, "holiday.jpg")),
+        "a damaged config.json to resume": lambda d: (lambda out: ((out / "config.json").write_text("{"), resume(out))[1])(copy(finished, d)),
+        "a pretraining run to resume": lambda d: resume(copy(pretrained, d), start=pretraining),
+        "--resume with --overwrite": lambda d: (lambda out: Refused([*command(out), "--resume", str(out), "--overwrite"], command(out), out))(copy(finished, d)),
+        "--resume with another --out": lambda d: resume(copy(finished, d), "--out", str(d / "elsewhere")),
+        "--resume with another rank": lambda d: resume(copy(finished, d), "--lora-rank", "8"),
+        "--resume before the first checkpoint with another rank": lambda d: resume(copy(stopped, d), "--lora-rank", "8"),
+        "a truncated checkpoint": lambda d: damaged(d, lambda out: (out / "checkpoint.pt").write_bytes(b"PK\x03\x04")),
+        "not a clip_min checkpoint": lambda d: damaged(d, lambda out: torch.save({"step": 2}, out / "checkpoint.pt")),
+        "a replaced base before the first checkpoint": base_replaced,
+    }
+    holders = []
+    try:
+        walked = {}
+        for name, build in cases.items():
+            folder = tmp_path / re.sub(r"\W+", "_", name)
+            (folder / "refused").mkdir(parents=True)
+            first = build(folder / "refused")
+            assert train.main(first.argv) == 2, name
+            line = one_line_error(capsys, "train.py")
+            ways = suggested(line, first, finished)
+            assert ways, f"{name}: no way on in: {line}"
+            for i, (words, way) in enumerate(ways):
+                (folder / f"way{i}").mkdir()
+                case = build(folder / f"way{i}")
+                assert train.main(way(case)) == 0, f"{name}: {words} from {line}\n{capsys.readouterr().err[-1500:]}"
+                capsys.readouterr()
+            walked[name] = [words for words, _ in ways]
+        # Ctrl-C before the first checkpoint names a way on too.
+        (words, way), = suggested(interrupted, Refused(command(stopped), command(stopped), stopped), finished)
+        after = copy(stopped, tmp_path / "after_ctrl_c")
+        assert "interrupted before the first checkpoint" in interrupted
+        assert train.main(way(Refused(command(stopped), command(stopped), after))) == 0
+    finally:
+        for held in holders:
+            held.close()
+    # Going on from step 0 is the run that never stopped, and the killed write's leftover is gone.
+    assert json.loads((after / "summary.json").read_text())["steps"] == 2
+    for name, tensor in read_adapters(finished / "adapters.pt", "cpu")["lora"].items():
+        assert torch.equal(read_adapters(after / "adapters.pt", "cpu")["lora"][name], tensor), name
+    assert not [p.name for p in after.iterdir() if ".tmp" in p.name]
+    # The circle of issue 28: the plain command sends to --resume, which now goes on from step 0.
+    assert walked["a run killed writing its first checkpoint"] == ["--resume", "add --overwrite", "another --out"]
+    assert walked["a pretraining run"] == ["add --overwrite", "another --out"]
 
 
 # ---- 6. an OS error while writing names the file and the step; an --out that loops -----------

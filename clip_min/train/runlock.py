@@ -40,6 +40,7 @@ from pathlib import Path
 
 from ..files import failed, not_a_plain_file, open_own
 from .folder import RECORD_NAME, RUN_FILES, run_files
+from .runs import RunError, read_run_config
 
 LOCK_NAME = ".lock"
 DEFAULT_OUT = "runs/latest"  # train.py's --out when none is given
@@ -120,8 +121,7 @@ def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
         return False
     if not folder.is_dir():
         raise ValueError(f"--out {folder}: a file is in the way of the run folder; move it or pass another --out")
-    ours = set(RUN_FILES) | {LOCK_NAME, RECORD_NAME}
-    other = sorted(p.name for p in folder.iterdir() if p.name not in ours and not TEMP_FILE.fullmatch(p.name))
+    other = not_run_files(folder)
     found = run_files(folder)
     if other and "config.json" not in found:
         raise ValueError(f"--out {folder} is not empty and not a run folder (it holds {', '.join(other[:3])}"
@@ -131,9 +131,36 @@ def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
     if Path(os.path.abspath(folder)) == Path(os.path.abspath(DEFAULT_OUT)):
         return True
     state = "a finished run" if "summary.json" in found else "an unfinished run"
-    raise ValueError(f"--out {folder} holds {state} ({', '.join(found)}); go on with it: python train.py --resume "
-                     f"{folder}, or replace it: add --overwrite (its files stay until this run writes their "
-                     "replacements), or pass another --out")
+    go_on = f"go on with it: python train.py --resume {folder}, or "
+    try:
+        if read_run_config(folder)["objective"] == "clip":
+            state, go_on = f"{state} of pretraining, which writes no checkpoint to go on from", ""
+    except RunError as err:  # a damaged config.json: the run can only be replaced
+        state, go_on = f"{state} that cannot be resumed ({err})", ""
+    raise ValueError(f"--out {folder} holds {state} ({', '.join(found)}); {go_on}replace it: add --overwrite (its files "
+                     "stay until this run writes their replacements), or pass another --out")
+
+
+def not_run_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that no run wrote: neither a run's files, its record, its lock, nor their temporary names."""
+    ours = set(RUN_FILES) | {LOCK_NAME, RECORD_NAME}
+    return sorted(p.name for p in folder.iterdir() if p.name not in ours and not TEMP_FILE.fullmatch(p.name))
+
+
+def resumed_config(folder: str | Path) -> dict:
+    """The config.json of the run ``train.py --resume folder`` goes on with; where there is none, one line with a way on."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        if not not_run_files(folder):  # a run killed before it wrote config.json leaves only its lock
+            raise ValueError(f"--resume {folder}: no run has started there yet (no config.json); start the run with its "
+                             f"command (--out {folder}), without --resume")
+        raise ValueError(f"--resume {folder} is not a run folder (no config.json); pass --resume the --out folder of a "
+                         "train.py run")
+    try:
+        return read_run_config(folder)
+    except RunError as err:
+        raise ValueError(f"--resume: {err}; start the run again with its command and --overwrite, or with another "
+                         "--out") from None
 
 
 def move_aside(folder: str | Path) -> Path:
