@@ -267,6 +267,12 @@ def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tm
         return Refused(["--resume", str(out)], command(out, weights=weights), out,
                        fix=lambda: shutil.copy(setup["base"], weights))
 
+    def replaced_then_stopped(d):
+        """A run with another rank replacing the finished one (--overwrite), killed at its first checkpoint."""
+        out = copy(finished, d)
+        stopped_at_first_checkpoint(out, [*command(out, lora_rank=8), "--overwrite"])
+        return Refused(command(out, lora_rank=8), command(out, lora_rank=8), out)
+
     def holding(d, *names):
         out = d / "run"
         out.mkdir()
@@ -282,6 +288,7 @@ def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tm
         "an unfinished run": lambda d: (lambda out: ((out / "summary.json").unlink(), Refused(command(out), command(out), out))[1])(copy(finished, d)),
         "a run killed writing its first checkpoint": lambda d: (lambda out: Refused(command(out), command(out), out))(copy(stopped, d)),
         "a finished run": lambda d: (lambda out: Refused(command(out), command(out), out))(copy(finished, d)),
+        "a replacing run killed writing its first checkpoint": replaced_then_stopped,
         "a pretraining run": lambda d: (lambda out: Refused(pretraining(out), pretraining(out), out))(copy(pretrained, d)),
         "a damaged config.json": lambda d: (lambda out: ((out / "config.json").write_text("{"), Refused(command(out), command(out), out))[1])(copy(finished, d)),
         "a folder in use": with_lock_held,
@@ -303,7 +310,7 @@ def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tm
     }
     holders = []
     try:
-        walked = {}
+        walked, lines = {}, {}
         for name, build in cases.items():
             folder = tmp_path / re.sub(r"\W+", "_", name)
             (folder / "refused").mkdir(parents=True)
@@ -317,7 +324,7 @@ def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tm
                 case = build(folder / f"way{i}")
                 assert train.main(way(case)) == 0, f"{name}: {words} from {line}\n{capsys.readouterr().err[-1500:]}"
                 capsys.readouterr()
-            walked[name] = [words for words, _ in ways]
+            walked[name], lines[name] = [words for words, _ in ways], line
         # Ctrl-C before the first checkpoint names a way on too.
         (words, way), = suggested(interrupted, Refused(command(stopped), command(stopped), stopped), finished)
         after = copy(stopped, tmp_path / "after_ctrl_c")
@@ -333,6 +340,8 @@ def test_every_refusal_of_a_run_folder_names_a_way_on_that_is_accepted(setup, tm
     assert not [p.name for p in after.iterdir() if ".tmp" in p.name]
     # The circle of issue 28: the plain command sends to --resume, which now goes on from step 0.
     assert walked["a run killed writing its first checkpoint"] == ["--resume", "add --overwrite", "another --out"]
+    assert walked["a replacing run killed writing its first checkpoint"] == ["--resume", "add --overwrite", "another --out"]
+    assert "holds an unfinished run" in lines["a replacing run killed writing its first checkpoint"]  # the summary is the replaced run's
     assert walked["a pretraining run"] == ["add --overwrite", "another --out"]
 
 

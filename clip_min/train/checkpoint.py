@@ -29,9 +29,10 @@ they say how long to train, how often to report, and where; any other difference
 resumed run another experiment, so it is refused and the differing fields are named.
 
 A run stopped before its first checkpoint (killed while loading, or while writing it) has only
-its config.json. ``--resume`` goes on with it from step 0, checked against that config.json as
-against a checkpoint: the folder holds a run, so the plain command refuses it, and both refusals
-sending the user to the other would leave only ``--overwrite``, which gives up the run's record.
+its config.json, and perhaps the checkpoint of an earlier run it replaces (``--overwrite``).
+``--resume`` goes on with it from step 0, checked against that config.json as it would be
+against a checkpoint. The plain command refuses the folder, which holds a run; were --resume to
+refuse it too, each refusal would send the user to the other.
 """
 
 from __future__ import annotations
@@ -150,18 +151,27 @@ def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, ro
 
 
 def read(folder: Path, run_config: dict, weights_id: str) -> dict | None:
-    """The checkpoint in ``folder``, checked whole and taken with ``run_config`` (up to MAY_CHANGE).
+    """The checkpoint of the run in ``folder``, checked whole and taken with ``run_config`` (up to MAY_CHANGE).
 
-    None when the run stopped before its first checkpoint: it goes on from step 0.
+    None when the run has no checkpoint yet: it goes on from step 0. A checkpoint.pt of another
+    configuration than config.json's is an earlier run's, which ``--overwrite`` replaced with this
+    one before this one wrote its first: it stays until this run's replaces it.
     """
+    recorded = read_run_config(folder)
+    saved, saved_id = as_recorded({k: v for k, v in recorded.items() if k != "weights_id"}), recorded.get("weights_id")
     path = Path(folder) / NAME
-    if not path.is_file():
-        recorded = read_run_config(folder)
-        check_same_run(folder, {k: v for k, v in recorded.items() if k != "weights_id"}, recorded.get("weights_id"),
-                       run_config, weights_id)
-        print(f"note: {folder} has no {NAME} yet (the run stopped before its first); it starts again from step 0 "
-              "with the configuration its config.json records")
+    state = load(path) if path.is_file() else None
+    if state is None or config_changes(state["run"]["config"], saved) or saved_id not in (None, state["run"]["weights_id"]):
+        check_same_run(folder, saved, saved_id, run_config, weights_id)
+        print(f"note: {folder} has no {NAME} of this run yet (it stopped before its first); it starts again from "
+              "step 0, with the configuration its config.json records")
         return None
+    check_same_run(folder, state["run"]["config"], state["run"]["weights_id"], run_config, weights_id)
+    return state
+
+
+def load(path: Path) -> dict:
+    """``checkpoint.pt``, checked to be whole and laid out as :func:`save` writes it."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged zip or pickle surfaces as many exception types
@@ -183,17 +193,16 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict | None:
             and all(isinstance(state.get(part), dict) for part in ("optimizer", "order", "rng"))):
         raise CheckpointError(f"{path} is not laid out as clip_min writes a checkpoint (run, progress, trainable, "
                               f"optimizer, order, rng); nothing was changed: {START_AGAIN}")
-    check_same_run(folder, state["run"]["config"], state["run"]["weights_id"], run_config, weights_id)
     return state
 
 
-def check_same_run(folder: Path, saved: dict, saved_weights_id: str | None, run_config: dict, weights_id: str) -> None:
+def check_same_run(folder: Path, saved: dict, saved_id: str | None, run_config: dict, weights_id: str) -> None:
     """Refuse a resume whose configuration (outside MAY_CHANGE) or base weights differ from those the run recorded."""
     changes = config_changes(saved, run_config)
     if changes:
         raise CheckpointError(f"--resume {folder}: the run was started with another configuration ({'; '.join(changes)}); "
                               f"a resumed run may change only {', '.join('--' + n.replace('_', '-') for n in MAY_CHANGE)}")
-    if saved_weights_id != weights_id:
+    if saved_id is not None and saved_id != weights_id:  # (a config.json from before the fingerprint has none)
         raise CheckpointError(f"--resume {folder}: the base weights {run_config['weights']} changed since the run started "
                               "(their contents differ); resume with the file the run started from")
 

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..files import failed, not_a_plain_file, open_own
-from .folder import RECORD_NAME, RUN_FILES, run_files
+from .folder import RECORD_NAME, RUN_FILES, recorded, run_files
 from .runs import RunError, read_run_config
 
 LOCK_NAME = ".lock"
@@ -130,7 +130,8 @@ def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
         return False
     if Path(os.path.abspath(folder)) == Path(os.path.abspath(DEFAULT_OUT)):
         return True
-    state = "a finished run" if "summary.json" in found else "an unfinished run"
+    own = recorded(folder)  # a summary.json the run did not write is of the run it replaced (--overwrite)
+    state = "a finished run" if "summary.json" in found and (own is None or "summary.json" in own) else "an unfinished run"
     go_on = f"go on with it: python train.py --resume {folder}, or "
     try:
         if read_run_config(folder)["objective"] == "clip":
