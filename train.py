@@ -20,6 +20,7 @@ from pathlib import Path
 from clip_min.data.concadia import DataError
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
+from clip_min.train.folder import recorded
 from clip_min.train.runlock import resumed_config
 from clip_min.data.toy import toy_world_dir
 from clip_min.train.config import TrainConfig, as_recorded
@@ -113,7 +114,8 @@ def saved_flags(folder: str) -> dict:
 def interrupted(config: TrainConfig | None) -> str:
     """What Ctrl-C leaves: where the last checkpoint is and the command that goes on from it."""
     out = Path(config.out) if config else None
-    if out is not None and (out / "checkpoint.pt").is_file():
+    own = recorded(out) if out is not None else None  # a checkpoint.pt not in it is of the run --overwrite replaces
+    if out is not None and (out / "checkpoint.pt").is_file() and (own is None or "checkpoint.pt" in own):
         return (f"train.py: interrupted; the last checkpoint is {out / 'checkpoint.pt'}; "
                 f"go on with: python train.py --resume {out}")
     if out is not None and (out / "config.json").is_file():

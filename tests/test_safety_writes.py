@@ -88,6 +88,28 @@ def test_overwrite_runs_in_a_row_keep_every_file_of_the_last_on_a_file_system_th
         assert load_run(out, step=step).config["seed"] == 4
 
 
+def test_a_replacing_run_killed_then_resumed_ends_with_its_own_files_only(setup, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert train.main(flags(setup, out)) == 0
+    (out / "weights.pt").write_bytes(b"an earlier full fine-tuning run's weights")  # the replacing run writes none
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", killed)
+        assert train.main(flags(setup, out, lora_rank=8) + ["--overwrite"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: interrupted before the first checkpoint; go on with: python train.py --resume {out} (from step 0)")
+    assert (out / "weights.pt").exists()  # nothing of the replaced run goes before the replacing run has finished
+    assert train.main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    assert "starts again from step 0" in capsys.readouterr().out  # the checkpoint there was the replaced run's
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "adapters.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "selected.pt", "summary.json"]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["run"]["config"]["lora_rank"] == 8
+    assert load_run(out).config["lora_rank"] == 8
+
+
 # ---- 2. writes never follow a link -------------------------------------------------------------
 
 
@@ -364,7 +386,9 @@ def test_an_out_that_is_a_link_in_a_circle_or_to_nothing_is_one_line(setup, tmp_
     loop, dangling, nowhere = tmp_path / "loop", tmp_path / "dangling", tmp_path / "nowhere"
     loop.symlink_to(loop)
     dangling.symlink_to(nowhere)
-    for out, leads in ((loop, "in a circle"), (dangling, "to nothing")):
+    for out, says in ((loop, "a symbolic link on its path leads in a circle"),
+                      (loop / "run", "a symbolic link on its path leads in a circle"),
+                      (dangling, "is a symbolic link that leads to nothing")):
         assert train.main(flags(setup, out)) == 2
-        assert f"--out {out} is a symbolic link that leads {leads}" in one_line_error(capsys, "train.py")
+        assert f"--out {out}{'' if says.startswith('is') else ':'} {says}" in one_line_error(capsys, "train.py")
     assert not nowhere.exists()

@@ -94,12 +94,14 @@ def remove_leftover_temp_files(folder: Path) -> list[Path]:
     removed = []
     for path in folder.iterdir():
         match = TEMP_FILE.fullmatch(path.name)
-        pid = int(match.group(2)) if match else None
-        if match and (pid == os.getpid() or not pid_alive(pid)) and not not_a_plain_file(path, info := path.lstat()):
-            size = info.st_size
-            path.unlink(missing_ok=True)
-            removed.append(path)
-            print(f"removed {path}, {size / 1e6:.1f} MB left by a run killed while writing it")
+        if not match or (int(match.group(2)) != os.getpid() and pid_alive(int(match.group(2)))):
+            continue
+        info = path.lstat()
+        if not_a_plain_file(path, info):  # a link, or a second name of another file: never a run's to remove
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        print(f"removed {path}, {info.st_size / 1e6:.1f} MB left by a run killed while writing it")
     return removed
 
 
@@ -110,13 +112,17 @@ def check_run_folder(folder: str | Path, resume: bool, overwrite: bool) -> bool:
     default folder, with neither --resume nor --overwrite).
     """
     folder = Path(folder)
-    if folder.is_symlink() and not folder.exists():
-        try:
-            folder.stat()
-        except OSError as err:
-            leads = "in a circle" if err.errno == errno.ELOOP else "to nothing"
-        raise ValueError(f"--out {folder} is a symbolic link that leads {leads} ({os.readlink(folder)}); remove the link "
-                         "or pass another --out")
+    try:
+        folder.stat()
+    except FileNotFoundError:
+        if folder.is_symlink():
+            raise ValueError(f"--out {folder} is a symbolic link that leads to nothing ({os.readlink(folder)}); remove the "
+                             "link or pass another --out") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"--out {folder}: a symbolic link on its path leads in a circle; remove the link or pass "
+                             "another --out") from None
+        raise
     if not folder.exists() or resume:
         return False
     if not folder.is_dir():
