@@ -1,9 +1,11 @@
-"""A run never deletes its own files, and writes never follow links (issue 28).
+"""A run never deletes its own files, writes never follow links, every refusal names a way on that
+works, and an OS error while writing names the file (issue 28).
 
 Each test builds its unlucky case (a file system that hands a freed inode number to the next
-file, a lock or a temporary name that is a link out of the folder, ...) and checks that the
-run's files are whole and loadable, or the one-line refusal and that nothing outside was
-written. Runs are train.py on a tiny random CLIP and a tiny toy world, as in
+file, a lock or a temporary name that is a link out of the folder, a run killed as it writes its
+first checkpoint, a file too large, ...) and checks that the run's files are whole and loadable,
+or the one-line refusal, that nothing outside was written, and that the way on it names is
+accepted. Runs are train.py on a tiny random CLIP and a tiny toy world, as in
 tests/test_safety_folders.py.
 """
 
