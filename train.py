@@ -20,7 +20,8 @@ from pathlib import Path
 from clip_min.data.concadia import DataError
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
-from clip_min.train.runs import read_run_config
+from clip_min.train.folder import recorded
+from clip_min.train.runlock import resumed_config
 from clip_min.data.toy import toy_world_dir
 from clip_min.train.config import TrainConfig, as_recorded
 from clip_min.weights import WeightsError
@@ -100,7 +101,7 @@ def saved_flags(folder: str) -> dict:
     """The configuration a run in ``folder`` was started with, as TrainConfig fields."""
     if not Path(folder).is_dir():
         return {}  # training.check names the missing folder
-    config = as_recorded(read_run_config(folder))
+    config = as_recorded(resumed_config(folder))
     names = {f.name for f in fields(TrainConfig)} - {"out", "resume", "overwrite"}
     saved = {name: config[name] for name in names if name in config}
     saved["transfer"] = tuple(saved.get("transfer") or ())
@@ -110,12 +111,18 @@ def saved_flags(folder: str) -> dict:
     return saved
 
 
-def interrupted(out: str | None) -> str:
+def interrupted(config: TrainConfig | None) -> str:
     """What Ctrl-C leaves: where the last checkpoint is and the command that goes on from it."""
-    if out is not None and (Path(out) / "checkpoint.pt").is_file():
-        return (f"train.py: interrupted; the last checkpoint is {Path(out) / 'checkpoint.pt'}; "
+    out = Path(config.out) if config else None
+    own = recorded(out) if out is not None else None  # a checkpoint.pt not in it is of the run --overwrite replaces
+    if out is not None and (out / "checkpoint.pt").is_file() and (own is None or "checkpoint.pt" in own):
+        return (f"train.py: interrupted; the last checkpoint is {out / 'checkpoint.pt'}; "
                 f"go on with: python train.py --resume {out}")
-    return "train.py: interrupted before the first checkpoint; nothing to resume, start the run again"
+    if out is not None and (out / "config.json").is_file():
+        if config.objective == "clip":
+            return "train.py: interrupted; pretraining writes no checkpoint: start it again with its command and --overwrite"
+        return f"train.py: interrupted before the first checkpoint; go on with: python train.py --resume {out} (from step 0)"
+    return "train.py: interrupted before the run folder was written; start the run again"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(interrupted(config.out if config else None), file=sys.stderr)
+        print(interrupted(config), file=sys.stderr)
         return 130
     return 0
 

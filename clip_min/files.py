@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -161,9 +162,11 @@ def describe_os_error(err: OSError) -> str:
         errno.ENOTDIR: "a file is in the way of a folder; move it or choose another path",
         errno.EISDIR: "a folder is where a file was expected; check the path",
         errno.ENOENT: "check the path",
+        errno.ELOOP: "a symbolic link on the path leads back to itself; remove it or choose another path",
+        errno.EFBIG: "the file is larger than this file system (or `ulimit -f`) allows; choose another place",
     }.get(err.errno, "check the path and the disk")
     try:
-        in_cache = err.filename is not None and Path(err.filename).resolve().is_relative_to(cache_root().resolve())
+        in_cache = isinstance(err.filename, (str, os.PathLike)) and is_within(err.filename, cache_root())
     except (OSError, ValueError):
         in_cache = False
     if in_cache:
@@ -171,24 +174,115 @@ def describe_os_error(err: OSError) -> str:
     return f"{where}: {err.strerror or type(err).__name__}; {hint}"
 
 
+def not_a_plain_file(path: str | Path, info: os.stat_result) -> str | None:
+    """Why ``path`` (its ``lstat``) is not a file clip_min may write into, or None: a link is never written through."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a plain file"
+    if info.st_nlink != 1:
+        return f"is a hard link ({info.st_nlink} names for one file)"
+    return None
+
+
+def refused_link(path: str | Path, why: str) -> OSError:
+    """The one-line error for a name clip_min would write through: it writes only files of its own."""
+    return OSError(f"{path} {why}; clip_min never writes through a link (that would change the file it leads to): "
+                   "remove it and run again")
+
+
+def open_own(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that never follows a link at ``path``, and refuses anything there but a plain file with one name."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError:
+        if os.path.islink(path):
+            raise refused_link(path, "is a symbolic link") from None
+        raise
+    why = not_a_plain_file(path, os.fstat(fd))
+    if why:
+        os.close(fd)
+        raise refused_link(path, why)
+    return fd
+
+
+def create_exclusively(path: Path) -> int:
+    """A new file at ``path`` open for writing: created here, never an existing file, never through a link.
+
+    Only atomic_write's temporary names, which hold this process's pid, come here. A plain file
+    already under one was left by an earlier process with the same pid (in a container every run
+    can be pid 1) killed mid-write, and is replaced; anything else there is refused.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return open_own(path, flags)
+    except FileExistsError:
+        why = not_a_plain_file(path, os.lstat(path))
+        if why:
+            raise refused_link(path, why) from None
+        os.unlink(path)
+        return open_own(path, flags)
+
+
+def os_error_behind(err: BaseException) -> OSError | None:
+    """The operating-system error ``err`` is, or was raised while handling (torch.save turns a failed write into a RuntimeError)."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__context__
+    return err
+
+
+def failed(err: Exception, step: str, path: str | Path) -> OSError | None:
+    """The OS error behind ``err``, naming ``path`` and the step that failed ("writing it"); None if there is none."""
+    cause = os_error_behind(err)
+    if cause is None or cause.errno is None:  # not the system's, or our own check with its own message
+        return None
+    return OSError(cause.errno, f"{step} failed ({cause.strerror})", str(path))
+
+
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
 
     The data is on disk before the rename, so a crash or a power cut at any moment leaves either
-    the old file or the new one, never a half-written one.
+    the old file or the new one, never a half-written one. The temporary file is created
+    exclusively, so the bytes go into a file of this process's own and never through a link; the
+    rename replaces a link at ``path`` itself, never the file it leads to. An OS error names
+    ``path`` and the step that failed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    step = "making its folder"
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        step = f"creating {tmp.name} to write it"
+        fd = create_exclusively(tmp)
+        try:
+            step = "writing it"
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            step = f"renaming {tmp.name} into place"
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except Exception as err:
+        named = failed(err, step, path)
+        if named is None:
+            raise
+        raise named from err
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to a file, creating it if needed, never through a link."""
+    try:
+        with os.fdopen(open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:
+            f.write(text.encode("utf-8"))
+    except OSError as err:
+        named = failed(err, "appending to it", path)
+        if named is None:
+            raise
+        raise named from err
 
 
 def atomic_save(obj, path: str | Path) -> None:

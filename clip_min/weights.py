@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from clip_min import torchscript
-from clip_min.files import atomic_save, folder_fingerprint, read_identified
+from clip_min.files import atomic_save, atomic_write, atomic_write_text, folder_fingerprint, read_identified
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.tokenizer import EOT
 
@@ -347,12 +347,12 @@ def save_hf(model: CLIP, folder: str | os.PathLike) -> Path:
     tensors = hf_from_openai({name: tensor.detach().cpu().float() for name, tensor in model.state_dict().items()})
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
-        torch.save(tensors, folder / "pytorch_model.bin")
+        atomic_save(tensors, folder / "pytorch_model.bin")
     else:
-        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(hf_config_dict(model.config), indent=2) + "\n")
+        atomic_write(folder / "model.safetensors", lambda f: f.write(save(tensors, metadata={"format": "pt"})))
+    atomic_write_text(folder / "config.json", json.dumps(hf_config_dict(model.config), indent=2) + "\n")
     return folder
 
 

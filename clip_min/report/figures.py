@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..files import atomic_write
 from .selection import RunLog, setting_label, setting_order
 
 PALETTE = {
@@ -170,6 +171,5 @@ def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
 
 def _save(image: Image.Image, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import check_output
+from ..files import atomic_write_text, check_output
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
 from ..train.config import RECIPES, TrainConfig
@@ -57,12 +57,12 @@ def report(runs: list[RunLog], a: float, out: str | Path | None, blv: dict[str, 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "table1.md").write_text(table + "\n")
+        atomic_write_text(out / "table1.md", table + "\n")
         selection = [dict(folder=str(run.folder), objective=run.objective, finetune=run.finetune, seed=run.seed,
                           step=run.best.step, accuracy=run.best.accuracy, test_accuracy=run.best.test_accuracy,
                           transfer_f1=run.best.f1, transfer_score=run.best.transfer_score,
                           trade_off=run.best.trade_off, blv=(blv or {}).get(str(run.folder))) for run in runs]
-        (out / "selection.json").write_text(json.dumps(dict(a=a, runs=selection), indent=2) + "\n")
+        atomic_write_text(out / "selection.json", json.dumps(dict(a=a, runs=selection), indent=2) + "\n")
         written = [out / "table1.md", out / "selection.json",
                    figure_training(runs, out / "figure3_training.png"), figure_tradeoff(runs, out / "figure4_tradeoff.png")]
         print("\nwrote " + ", ".join(str(p) for p in written))
@@ -118,7 +118,7 @@ def table_command(args) -> int:
     table = table3.toy_table3(folders, args.seeds, recipe=args.recipe or "paper")
     print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through the same seed's IIT-DAS site)\n\n{table}")
     if args.out is not None:
-        (Path(args.out) / "table3.md").write_text(table + "\n")
+        atomic_write_text(Path(args.out) / "table3.md", table + "\n")
     return 0
 
 

@@ -27,6 +27,12 @@ tensor, so a SHA-256 of the contents is saved with them and checked on reading.
 A run is resumed with the command line that started it. Only the fields in MAY_CHANGE may differ:
 they say how long to train, how often to report, and where; any other difference would make the
 resumed run another experiment, so it is refused and the differing fields are named.
+
+A run stopped before its first checkpoint (killed while loading, or while writing it) has only
+its config.json, and perhaps the checkpoint of an earlier run it replaces (``--overwrite``).
+``--resume`` goes on with it from step 0, checked against that config.json as it would be
+against a checkpoint. The plain command refuses the folder, which holds a run; were --resume to
+refuse it too, each refusal would send the user to the other.
 """
 
 from __future__ import annotations
@@ -41,11 +47,15 @@ import torch
 
 from ..files import atomic_save
 from .config import as_recorded
+from .folder import claim
+from .runs import read_run_config
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
 # TrainConfig fields a resumed run may change: e.g. --max-steps or --epochs to train longer.
 MAY_CHANGE = ("out", "resume", "epochs", "max_steps", "eval_every", "checkpoint_every", "device")
+# The way on from a checkpoint that cannot be resumed.
+START_AGAIN = "start the run again with its command and --overwrite, or with another --out"
 
 
 class CheckpointError(ValueError):
@@ -137,27 +147,44 @@ def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, ro
         selected=selected,
     )
     state["sha256"] = digest(state)
-    atomic_save(state, Path(folder) / NAME)
+    atomic_save(state, claim(Path(folder) / NAME))
 
 
-def read(folder: Path, run_config: dict, weights_id: str) -> dict:
-    """The checkpoint in ``folder``, checked whole and taken with ``run_config`` (up to MAY_CHANGE)."""
+def read(folder: Path, run_config: dict, weights_id: str) -> dict | None:
+    """The checkpoint of the run in ``folder``, checked whole and taken with ``run_config`` (up to MAY_CHANGE).
+
+    None when the run has no checkpoint yet: it goes on from step 0. A checkpoint.pt of another
+    configuration than config.json's is an earlier run's, which ``--overwrite`` replaced with this
+    one before this one wrote its first: it stays until this run's replaces it.
+    """
+    recorded = read_run_config(folder)
+    saved, saved_id = as_recorded({k: v for k, v in recorded.items() if k != "weights_id"}), recorded.get("weights_id")
     path = Path(folder) / NAME
-    if not path.is_file():
-        raise CheckpointError(f"--resume {folder}: there is no {NAME} in it to resume from; start the run without --resume")
+    state = load(path) if path.is_file() else None
+    if state is None or config_changes(state["run"]["config"], saved) or saved_id not in (None, state["run"]["weights_id"]):
+        check_same_run(folder, saved, saved_id, run_config, weights_id)
+        print(f"note: {folder} has no {NAME} of this run yet (it stopped before its first); it starts again from "
+              "step 0, with the configuration its config.json records")
+        return None
+    check_same_run(folder, state["run"]["config"], state["run"]["weights_id"], run_config, weights_id)
+    return state
+
+
+def load(path: Path) -> dict:
+    """``checkpoint.pt``, checked to be whole and laid out as :func:`save` writes it."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged zip or pickle surfaces as many exception types
         raise CheckpointError(f"{path} is truncated or damaged ({type(err).__name__}: it cannot be read); nothing was "
-                              "changed: restore a copy of it, or start again with another --out") from None
+                              f"changed: restore a copy of it, or {START_AGAIN}") from None
     if not isinstance(state, dict) or "sha256" not in state:
-        raise CheckpointError(f"{path} is not a clip_min checkpoint; nothing was changed")
+        raise CheckpointError(f"{path} is not a clip_min checkpoint; nothing was changed: {START_AGAIN}")
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {state.get('format')!r}, this clip_min reads format {FORMAT}; "
-                              "resume it with the clip_min that wrote it")
+                              f"resume it with the clip_min that wrote it, or {START_AGAIN}")
     if state.pop("sha256") != digest(state):
         raise CheckpointError(f"{path} is damaged: its contents do not match the checksum saved with them; nothing "
-                              "was changed: restore a copy of it, or start again with another --out")
+                              f"was changed: restore a copy of it, or {START_AGAIN}")
     # The checksum shows the file is whole, not that clip_min wrote it: anyone can compute one.
     run, progress = state.get("run"), state.get("progress")
     if not (isinstance(run, dict) and isinstance(run.get("config"), dict) and isinstance(run.get("train_images"), int)
@@ -165,15 +192,19 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict:
             and isinstance(state.get("trainable"), dict) and all(isinstance(t, torch.Tensor) for t in state["trainable"].values())
             and all(isinstance(state.get(part), dict) for part in ("optimizer", "order", "rng"))):
         raise CheckpointError(f"{path} is not laid out as clip_min writes a checkpoint (run, progress, trainable, "
-                              "optimizer, order, rng); nothing was changed")
-    changes = config_changes(state["run"]["config"], run_config)
+                              f"optimizer, order, rng); nothing was changed: {START_AGAIN}")
+    return state
+
+
+def check_same_run(folder: Path, saved: dict, saved_id: str | None, run_config: dict, weights_id: str) -> None:
+    """Refuse a resume whose configuration (outside MAY_CHANGE) or base weights differ from those the run recorded."""
+    changes = config_changes(saved, run_config)
     if changes:
         raise CheckpointError(f"--resume {folder}: the run was started with another configuration ({'; '.join(changes)}); "
                               f"a resumed run may change only {', '.join('--' + n.replace('_', '-') for n in MAY_CHANGE)}")
-    if state["run"]["weights_id"] != weights_id:
+    if saved_id is not None and saved_id != weights_id:  # (a config.json from before the fingerprint has none)
         raise CheckpointError(f"--resume {folder}: the base weights {run_config['weights']} changed since the run started "
                               "(their contents differ); resume with the file the run started from")
-    return state
 
 
 def config_changes(saved: dict, now: dict) -> list[str]:
@@ -213,7 +244,7 @@ def restore(state: dict, model: torch.nn.Module, rotation: torch.nn.Module | Non
     wrong = [name for name in own if name not in saved or saved[name].shape != own[name].shape] + sorted(saved.keys() - own.keys())
     if wrong:
         raise CheckpointError(f"{NAME}: its trained tensors do not fit this run's model (first {wrong[0]}); "
-                              "the checkpoint is damaged or from another run")
+                              f"the checkpoint is damaged or from another run: {START_AGAIN}")
     with torch.no_grad():
         for name, p in own.items():
             p.copy_(saved[name])

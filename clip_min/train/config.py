@@ -221,9 +221,11 @@ def check(config: TrainConfig) -> None:
             raise FileNotFoundError(f"--{name} {value}: no such file or folder")
     if config.resume is not None:
         if config.objective == "clip":
-            raise ValueError("--resume: --objective clip (pretraining) writes no checkpoints; the fine-tuning objectives resume")
+            raise ValueError("--resume: --objective clip (pretraining) writes no checkpoints; the fine-tuning objectives "
+                             "resume: start a pretraining run again with its command and --overwrite")
         if not Path(config.resume).is_dir():
-            raise FileNotFoundError(f"--resume {config.resume}: no such run folder")
+            raise FileNotFoundError(f"--resume {config.resume}: no such run folder; pass --resume the --out folder of a "
+                                    "train.py run")
         if config.overwrite:
             raise ValueError("--resume with --overwrite: a resumed run goes on, it replaces nothing; drop one of them")
         if Path(config.resume).resolve() != Path(config.out).resolve():

@@ -10,7 +10,8 @@ from . import distributed
 from ..files import atomic_write_text, check_output
 from .pretrain import TOY_CAPTION_WEIGHT, pretrain
 from .toybase import toy_base
-from .runlock import check_run_folder, file_ids, move_aside, own_run_folder, remove_stale
+from .folder import claim, remove_stale
+from .runlock import check_run_folder, move_aside, own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
 from .config import TrainConfig, check
 from .device import resolve_device
@@ -52,10 +53,9 @@ def run(config: TrainConfig) -> dict:
                   f"and {config.out} is this run's; pass --out to name a run's folder")
         # The main process writes the run folder, so it owns it for the whole run (clip_min.train.runlock).
         with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
-            earlier = file_ids(Path(config.out)) if main and config.overwrite and config.resume is None else {}
             summary = _run(config)
-            if earlier:
-                remove_stale(Path(config.out), earlier)
+            if main:
+                remove_stale(Path(config.out))
             return summary
     finally:
         distributed.close()
@@ -97,5 +97,5 @@ def run_stamped(config: TrainConfig, request: str, stamp_name: str) -> dict:
     The command owns these folders: an unfinished run of an earlier request is replaced (--overwrite).
     """
     summary = run(replace(config, overwrite=True))
-    atomic_write_text(Path(config.out) / stamp_name, request)
+    atomic_write_text(claim(Path(config.out) / stamp_name), request)
     return summary

@@ -28,7 +28,7 @@ from ..weights import load_clip, save_clip
 from .config import TOY_DEFAULTS, TrainConfig, defaults
 from .device import mixed_precision, resolve_device, seed_everything
 from .evaluation import fmt, load_split, load_tasks, split_accuracy, transfer_f1
-from .folder import write_json
+from .folder import begin_record, claim, write_json
 
 # A CLIP small enough to pretrain on two CPU cores in about a minute: 32 x 32 images in 8 x 8
 # patches (16 tokens), a 3-block text tower, and the real tokenizer and vocabulary. Heads follow
@@ -77,6 +77,7 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
     seed_everything(config.seed)
     model = CLIP(model_config or TOY_CONFIG).to(device) if init is None else load_clip(init, device)
     config = defaults(config, model.config.text_layers, model.config.text_width)
+    begin_record(out, resumed=False)
     write_json(out / "config.json", {**asdict(config), "weights": None if init is None else str(init), "data": str(data)})
     pixels, descriptions, captions = training_split(model, data, config.images)
     optimizer, schedule, total = optimizer_and_schedule(model, config, len(pixels))
@@ -107,7 +108,7 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
                 bar.set_postfix(loss=f"{statistics.fmean(losses[-10:]):.3f}")
     wall = time.perf_counter() - started
     model.eval()
-    save_clip(model, out / "weights.pt")
+    save_clip(model, claim(out / "weights.pt"))
     summary = dict(objective="clip", finetune="full", steps=step, wall_s=round(wall, 2), final_loss=statistics.fmean(losses[-10:]),
                    **evaluate_base(out / "weights.pt", data, tasks, config))
     write_json(out / "summary.json", summary)

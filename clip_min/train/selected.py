@@ -26,6 +26,7 @@ import torch
 
 from ..files import atomic_save
 from ..metrics import trade_off, transfer_score
+from .folder import claim
 
 NAME = "selected.pt"
 
@@ -47,7 +48,7 @@ def snapshot(step: int, model: torch.nn.Module, rotation: torch.nn.Module | None
 
 def write(folder: str | Path, state: dict) -> None:
     """Write ``folder/selected.pt`` atomically: a crash leaves the previous selection whole."""
-    atomic_save(state, Path(folder) / NAME)
+    atomic_save(state, claim(Path(folder) / NAME))
 
 
 def put_back(state: dict, model: torch.nn.Module, trained: set[str]) -> None:
