@@ -264,6 +264,17 @@ def test_glasgow_norms_in_the_released_layout(tmp_path):
     assert read_glasgow_norms(path, "CNC")["circle"] == 6.5
 
 
+def test_the_authors_norm_words_are_the_files_strings_as_written(tmp_path):
+    """ig.py joins tokens to the norms' words by exact string: no lower case, no folding of senses."""
+    glasgow, brysbaert = tmp_path / "glasgow.csv", tmp_path / "brysbaert.txt"
+    glasgow.write_text(GLASGOW + "circle,6,3.1,1.2,33,5.0,1.0,33,6.5,0.8,33,6.0,0.4,33,6.0,1.0,33\n")
+    brysbaert.write_text(BRYSBAERT)
+    exact = read_glasgow_norms(glasgow, exact=True)
+    assert exact == {"circle": 6.4, "bank (money)": 5.5, "bank (river)": 6.5, "Justice": 3.0}  # a word twice: its mean
+    assert "justice" not in exact and "bank" not in exact
+    assert read_brysbaert_concreteness(brysbaert, exact=True)["red tape"] == 2.53
+
+
 def test_glasgow_reader_reads_the_toy_norms(tmp_path):
     ratings = toy_word_ratings()
     write_glasgow_norms(tmp_path / "norms.csv", ratings)
