@@ -103,7 +103,8 @@ def blv_cells(session: Session, ratings: Ratings, images: Path, kind: str = "cos
 
 def blv_recipe(args: argparse.Namespace) -> str:
     """--recipe, else the run's, else train.py's rule: the authors' with real weights, the paper's on the toy base."""
-    run = args.run or (args.runs[0] if args.runs else None)
+    runs = getattr(args, "runs", None)
+    run = args.run or (runs[0] if runs else None)
     if args.recipe is not None:
         return args.recipe
     if run is not None:
