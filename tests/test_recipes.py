@@ -358,6 +358,12 @@ def test_table3_follows_the_runs_recipe_and_the_flags(setup, tmp_path, capsys):
     assert "norm words folded; integrated gradients: trapezoid, 4 points, baseline zero" in printed
     assert "around it: every path that avoids the window" in printed and "each run's selected step" in printed
     assert table3_row(printed, "Behavioral (LoRA)", "through the site") == ["-", "-"]  # nothing borrowed
+    code, printed, err = run_eval(common + ["--recipe", "paper", "--rotation-from", iit], capsys)
+    assert code == 0, err
+    assert all(cell != "-" for cell in table3_row(printed, "Behavioral (LoRA)", "through the site"))  # borrowed
+    code, printed, err = run_eval(common + ["--rotation-from", iit], capsys)  # one command line for both recipes
+    assert code == 0 and "--rotation-from is not used: the authors recipe" in err, err
+    assert "models without a rotation: the identity rotation" in printed
     code, printed, err = run_eval(common + ["--rotation-from", iit, "--unrotated", "identity"], capsys)
     assert code == 2 and "--rotation-from with --unrotated identity" in err
 

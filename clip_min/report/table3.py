@@ -16,7 +16,8 @@
               neither row
     no rotation  a model without one (base CLIP, behavioral runs): --unrotated identity, the
               identity rotation of the release's static_search=True, so the window is standard-basis
-              coordinates; --unrotated borrowed, the site of --rotation-from RUN (or no mediation)
+              coordinates (a --rotation-from is then noted and not used); --unrotated borrowed, the
+              site of --rotation-from RUN (or no mediation)
     norm words  --norm-words folded (ours): lower case, Glasgow's senses averaged; exact (ig.py):
               the files' strings as written
     model     --step selected (Appendix C's step) or last (the release measures after fit, with
@@ -252,12 +253,15 @@ def entries_for_runs(folders: list[str], rotation_from: str | None, device: str,
 def resolve_options(args, recipe: str) -> Options:
     """The command's flags over the recipe's Table 3 choices (RECIPE_OPTIONS)."""
     chosen = dict(RECIPE_OPTIONS[recipe])
-    if args.rotation_from is not None and args.unrotated is None:
-        chosen["unrotated"] = "borrowed"  # a site given by name is the one meant
     if args.rotation_from is not None and args.unrotated == "identity":
         raise ValueError("--rotation-from with --unrotated identity: a model without a rotation takes one or the other")
     given = {name: getattr(args, name) for name in chosen}
-    return Options(**{**chosen, **{name: value for name, value in given.items() if value is not None}})
+    options = Options(**{**chosen, **{name: value for name, value in given.items() if value is not None}})
+    if args.rotation_from is not None and options.unrotated == "identity":
+        # One command line serves both recipes: the site it names is the paper recipe's.
+        print(f"--rotation-from is not used: the {recipe} recipe mediates models without a rotation through the "
+              "identity (--unrotated borrowed uses it)", file=sys.stderr)
+    return options
 
 
 def draw_sample(examples: list[Example], norms, options: Options, n: int, seed: int | None):
@@ -332,7 +336,8 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("table3", help="Table 3: word attributions against word norms, over seeded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, help="run folders (their shared base is the first row)")
-    p.add_argument("--rotation-from", help="an IIT-DAS or joint run whose site mediates models without a rotation")
+    p.add_argument("--rotation-from", help="an IIT-DAS or joint run whose site mediates models without a rotation "
+                                           "(with --unrotated borrowed, the paper recipe's)")
     p.add_argument("--data", help="Concadia folder (default: the runs', else the toy world's)")
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
