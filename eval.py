@@ -5,6 +5,10 @@
     python eval.py blv --weights ViT-B-32.pt --ratings behavioral_data --images images
     python eval.py score --run runs/latest --image cat.jpg --text "A cat asleep on a sofa."
     python eval.py export --run runs/latest --format hf --out exported/
+    python eval.py flickr8k --run runs/latest --data Flickr8k/      # the release's other evaluations:
+    python eval.py sst2 --run runs/latest --data rendered-sst2/     #   clip_min/report/released.py
+    python eval.py country211 --run runs/latest --data country211/ --names all.csv
+    python eval.py length --run runs/latest --ratings contextual-description-evaluation/
 
 With neither --weights nor --run, the model is the toy world's base CLIP. `python eval.py
 COMMAND -h` lists a command's options; each command's module in clip_min/report/ documents what
@@ -18,10 +22,10 @@ import sys
 
 from clip_min.files import describe_os_error
 from clip_min.images import ImageLoadError
-from clip_min.report import attribute, blv, evaluate, export, prefer, score, search, table1, table3
+from clip_min.report import attribute, blv, evaluate, export, prefer, released, score, search, table1, table3
 
 # The modules that add subcommands, each through add_commands(subparsers), in the order --help lists them.
-COMMAND_MODULES = (evaluate, blv, score, export, table1, attribute, table3, search, prefer)
+COMMAND_MODULES = (evaluate, blv, score, export, table1, attribute, table3, search, prefer, released)
 # Errors the user can fix: bad paths, data, weights, run folders or option values.
 USER_ERRORS = (ValueError, OSError, ImageLoadError)
 

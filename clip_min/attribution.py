@@ -38,10 +38,15 @@ there splits in two without remainder. With P = R_{:, :k} R_{:, :k}^T, the proje
 
 - mediated: only the end-of-text state's P-component passes gradient (every other position
   and the complement are detached);
-- around: everything else passes (the other positions, and the end-of-text state's (I - P)-component).
+- around, complement "all-paths" (ours): everything else passes (the other positions, and the
+  end-of-text state's (I - P)-component), so mediated + around = total at every t, and the same
+  holds for the integrated attributions;
+- around, complement "end-state" (the authors' integrated_gradients_patch.py, gradient_func):
+  only the end-of-text state's (I - P)-component passes; the other positions of the block are
+  detached, as for "mediated", and so counted in neither. Mediated + around is then the part of
+  the total that flows through the end-of-text state at the site.
 
-The forward values are untouched either way, so mediated + around = total at every t, and the
-same holds for the integrated attributions. Mediated IG is Eq. 6 with the mediated gradient.
+The forward values are untouched in every case. Mediated IG is Eq. 6 with the mediated gradient.
 k = 0 cuts the site: mediated IG is then exactly zero.
 
 Word attributions (:func:`word_attributions`) are what Figure 2 colours and Table 3 correlates
@@ -72,6 +77,11 @@ class IGResult:
     baseline_score: torch.Tensor  # (B,) C(im, x')
 
 
+# What "around the site" lets through: every path that avoids H (ours), or only the end-of-text
+# state's coordinates outside H at the site (the authors' integrated_gradients_patch.py).
+COMPLEMENTS = ("all-paths", "end-state")
+
+
 @dataclass(frozen=True)
 class Site:
     """Where Eq. 7 routes the gradient: H = the first k coordinates of h R at block ``layer``'s end token."""
@@ -79,15 +89,17 @@ class Site:
     R: torch.Tensor  # (width, width) the DAS rotation
     layer: int  # 0-based text block whose output holds H
     k: int  # size of H
-    carry: str  # "mediated": gradient through H only; "around": through everything but H
+    carry: str  # "mediated": gradient through H only; "around": through the complement of H
     start: int = 0  # H is rotated coordinates [start, start + k): ours 0, the authors' ig.py 128 (of k = 256)
+    complement: str = "all-paths"  # "around" means every other path (ours) or the end state's rest only (ig.py), COMPLEMENTS
 
 
 def route_gradient(h: torch.Tensor, eot: torch.Tensor, site: Site) -> torch.Tensor:
     """Eq. 7's split: h (N, L, width) with the same values, its gradient let through H only or around H only.
 
     With P = R_{:, :k} R_{:, :k}^T, the gradient reaching the end-of-text state is multiplied by P
-    ("mediated", every other position detached) or by I - P ("around", other positions untouched).
+    ("mediated", every other position detached) or by I - P ("around"; the other positions are
+    left untouched for the complement "all-paths", detached for "end-state").
     """
     rows = torch.arange(h.shape[0], device=h.device)
     h_eot = h[rows, eot]  # (N, width)
@@ -96,6 +108,8 @@ def route_gradient(h: torch.Tensor, eot: torch.Tensor, site: Site) -> torch.Tens
     through_H = (moving @ R_k) @ R_k.T  # (N, width), zero-valued; passes back P times its gradient
     if site.carry == "mediated":
         return h.detach().index_put((rows, eot), h_eot.detach() + through_H)
+    if site.complement == "end-state":
+        return h.detach().index_put((rows, eot), h_eot - through_H)
     return h.index_put((rows, eot), h_eot - through_H)
 
 
@@ -209,11 +223,12 @@ def integrated_gradients(model: CLIP, image_features: torch.Tensor, tokens: torc
 def mediated_integrated_gradients(model: CLIP, image_features: torch.Tensor, tokens: torch.Tensor, R: torch.Tensor,
                                   layer: int, k: int, steps: int = DEFAULT_STEPS, around: bool = False,
                                   batch_size: int = 64, start: int = 0, rule: str = "trapezoid",
-                                  baseline: str = "zero") -> IGResult:
+                                  baseline: str = "zero", complement: str = "all-paths") -> IGResult:
     """Eq. 7 inside Eq. 6: IG through H (rotated coordinates [start, start + k) of h R at block ``layer``'s end token).
 
-    ``around=True`` gives the complement: IG through every other path. The two add up to
-    :func:`integrated_gradients`.
+    ``around=True`` gives the complement: with ``complement="all-paths"`` IG through every other
+    path, and the two add up to :func:`integrated_gradients`; with ``"end-state"`` (ig.py's) IG
+    through the end-of-text state's other rotated coordinates only.
     """
     width, layers = model.config.text_width, model.config.text_layers
     if tuple(R.shape) != (width, width):
@@ -222,7 +237,9 @@ def mediated_integrated_gradients(model: CLIP, image_features: torch.Tensor, tok
         raise ValueError(f"layer must be in 0..{layers - 1} (a 0-based text block), got {layer}")
     if not (0 <= k <= width and 0 <= start <= width - k):
         raise ValueError(f"the window [{start}, {start + k}) must lie in the {width} rotated coordinates")
-    site = Site(R.detach(), layer, k, "around" if around else "mediated", start)
+    if complement not in COMPLEMENTS:
+        raise ValueError(f"complement {complement!r}: use one of {', '.join(COMPLEMENTS)}")
+    site = Site(R.detach(), layer, k, "around" if around else "mediated", start, complement)
     return _integrate(model, image_features, tokens, steps, site, batch_size, rule, baseline)
 
 

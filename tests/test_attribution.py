@@ -180,12 +180,44 @@ def test_eq7_mediated_gradient_is_the_projection_onto_the_first_k_columns_of_R(m
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
 
 
+def test_eq7_the_authors_complement_is_the_end_state_outside_H_and_nothing_else(model, inputs):
+    """ig.py's "around": (dh_eot/dz)^T (I - P) dC/dh_eot, with P onto rotated [start, start + k) and the
+    block's other positions held fixed, in float64. Ours lets those positions through as well; at block
+    1 of 3 the last block reads them, so the two complements differ, and only ours completes the total."""
+    image, tokens = inputs
+    layer, k, start = 1, 20, 16
+    R = orthogonal(3)
+    window = R[:, start : start + k].double()
+    outside = torch.eye(TINY.text_width, dtype=torch.float64) - window @ window.T
+    eot = int(tokens[0].argmax())
+    x = model.token_embedding(tokens[0, : eot + 1]).detach().double()  # (L, width)
+    baseline = x.clone()
+    baseline[1:eot] = 0
+    gradient = (mediated_gradient_float64(model, image[0], baseline, outside, layer)
+                + mediated_gradient_float64(model, image[0], x, outside, layer)) / 2  # trapezoid, steps = 2
+    expected = ((x - baseline) * gradient).sum(-1)  # (L,)
+    site = dict(R=R, layer=layer, k=k, start=start, steps=2)
+    authors = mediated_integrated_gradients(model, image[:1], tokens[:1], around=True, complement="end-state",
+                                            **site).attributions[0, : eot + 1]
+    assert expected.abs().max() > 1e-2
+    torch.testing.assert_close(authors.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
+    ours = mediated_integrated_gradients(model, image[:1], tokens[:1], around=True, **site).attributions[0, : eot + 1]
+    through = mediated_integrated_gradients(model, image[:1], tokens[:1], **site).attributions[0, : eot + 1]
+    total = integrated_gradients(model, image[:1], tokens[:1], steps=2).attributions[0, : eot + 1]
+    other_positions = (ours - authors).double()
+    assert other_positions.abs().max() > 0.1 * expected.abs().max()  # what the authors' rows leave out
+    torch.testing.assert_close(through + ours, total, rtol=0, atol=1e-5 * total.abs().max().item())
+    assert (through + authors - total).abs().max() > 0.1 * expected.abs().max()
+
+
 def test_eq7_rejects_a_bad_site(model, inputs):
     image, tokens = inputs
     with pytest.raises(ValueError, match="layer must be in 0..2"):
         mediated_integrated_gradients(model, image, tokens, orthogonal(0), layer=3, k=4)
     with pytest.raises(ValueError, match="R must be 64 x 64"):
         mediated_integrated_gradients(model, image, tokens, torch.eye(8), layer=1, k=4)
+    with pytest.raises(ValueError, match="complement 'rest'"):
+        mediated_integrated_gradients(model, image, tokens, orthogonal(0), layer=1, k=4, around=True, complement="rest")
 
 
 def test_words_join_bpe_pieces_and_drop_start_and_end():
@@ -230,6 +262,17 @@ def test_glasgow_norms_in_the_released_layout(tmp_path):
     imageability = read_glasgow_norms(path)
     assert imageability == {"circle": 6.8, "bank": 6.0, "justice": 3.0}  # senses averaged, words lowercased
     assert read_glasgow_norms(path, "CNC")["circle"] == 6.5
+
+
+def test_the_authors_norm_words_are_the_files_strings_as_written(tmp_path):
+    """ig.py joins tokens to the norms' words by exact string: no lower case, no folding of senses."""
+    glasgow, brysbaert = tmp_path / "glasgow.csv", tmp_path / "brysbaert.txt"
+    glasgow.write_text(GLASGOW + "circle,6,3.1,1.2,33,5.0,1.0,33,6.5,0.8,33,6.0,0.4,33,6.0,1.0,33\n")
+    brysbaert.write_text(BRYSBAERT)
+    exact = read_glasgow_norms(glasgow, exact=True)
+    assert exact == {"circle": 6.4, "bank (money)": 5.5, "bank (river)": 6.5, "Justice": 3.0}  # a word twice: its mean
+    assert "justice" not in exact and "bank" not in exact
+    assert read_brysbaert_concreteness(brysbaert, exact=True)["red tape"] == 2.53
 
 
 def test_glasgow_reader_reads_the_toy_norms(tmp_path):

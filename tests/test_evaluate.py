@@ -525,6 +525,56 @@ def test_sighted_cells_keep_only_the_descriptions_blv_participants_rated(ratings
     assert ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] == 2
 
 
+def test_the_authors_keep_sighted_ratings_by_text_and_drop_the_two_attention_check_images(ratings_folder):
+    """cosid.py: sighted rows whose description text BLV participants rated (whatever their context or
+    img_id), and no description of the images 'guitar' or '640px-parc_agen'; ours keys by all three."""
+    path = ratings_folder / "sighted_data_criticaltrials.csv"
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    same_text = {**rows[0], "context": "Sports", "img_id": "soccer9", "q_overall.preimg": 1}  # a BLV-rated text
+    rows.append(same_text)
+    write_csv(path, SIGHTED_COLUMNS, rows)
+    blv_path = ratings_folder / "blv_data_criticaltrials.csv"
+    with open(blv_path, newline="", encoding="utf-8") as file:
+        blv = list(csv.DictReader(file))
+    blv.append({**blv[0], "img_id": "guitar_1", "description": "A guitar on a stand."})
+    write_csv(blv_path, BLV_COLUMNS, blv)
+    mapping = ratings_folder / "all_descriptions.csv"
+    with open(mapping, newline="", encoding="utf-8") as file:
+        described = list(csv.DictReader(file))
+    described.append(dict(context=blv[0]["context"], img_id="guitar_1", img_file="guitar.jpg",
+                          description="A guitar on a stand."))
+    write_csv(mapping, ["context", "img_id", "img_file", "description", "article_text"], described)
+    moved = ("Sports", "soccer9", " ".join(same_text["description"].split()))
+    guitar = (blv[0]["context"], "guitar_1", "A guitar on a stand.")
+
+    ours = read_ratings(ratings_folder)
+    assert moved not in ours.means["overall", "sighted, no image"] and guitar in ours.means["overall", "BLV"]
+    authors = read_ratings(ratings_folder, sighted_by="text", drop_images=("guitar", "640px-parc_agen"))
+    assert authors.means["overall", "sighted, no image"][moved] == 1.0
+    assert all(guitar not in means for means in authors.means.values())
+    assert authors.skipped["rated descriptions of the images guitar, 640px-parc_agen (cosid.py drops them)"] == 1
+    assert "sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)" not in authors.skipped
+
+
+def test_blv_takes_the_runs_recipe_step_and_descriptions(ratings_folder, base_weights, lora_run, tmp_path, capsys):
+    from clip_min.train.selected import NAME
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("adapters.pt", "config.json"):
+        (run / name).write_bytes((lora_run / name).read_bytes())
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "recipe": "authors"}))
+    code, out, err = run_cli(["blv", "--run", run, "--ratings", ratings_folder, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err  # the last step: no selected.pt is needed
+    assert json.loads(out)["recipe"] == "authors" and json.loads(out)["step"] == "last"
+    code, _, err = run_cli(["blv", "--run", run, "--ratings", ratings_folder, "--recipe", "paper"], capsys)
+    assert_one_line_error(code, err, f"{NAME} is missing")  # the paper's recipe: Appendix C's selected step
+    code, out, err = run_cli(["blv", "--weights", base_weights, "--ratings", ratings_folder, "--json"], capsys)
+    assert code == 0 and json.loads(out)["recipe"] == "authors", err  # real weights: the authors', as train.py
+
+
 def test_blv_finds_the_rated_images_in_the_released_repository_layout(ratings_folder, base_weights, tmp_path, capsys):
     repo = tmp_path / "contextual-description-evaluation"
     (repo / "behavioral_experiments" / "evaluation_sighted").mkdir(parents=True)

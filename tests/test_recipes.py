@@ -321,21 +321,73 @@ def test_an_authors_epoch_has_the_released_runs_step_counts():
     assert loop.total_steps(paper, 77_534) == 6_462  # 12 images a batch: half the authors' steps
 
 
+def table3_row(printed: str, model: str, mediation: str) -> list[str]:
+    """The cells of one row of table3's markdown output."""
+    for line in printed.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [model, mediation]:
+            return cells[2:]
+    raise AssertionError(f"no row {model} / {mediation} in:\n{printed}")
+
+
 def test_table3_follows_the_runs_recipe_and_the_flags(setup, tmp_path, capsys):
     from tiny import run_eval
 
-    out = tmp_path / "iit"
-    assert run_train(setup, setup["base"], out, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
+    iit, behavioral = tmp_path / "iit", tmp_path / "behavioral"
+    assert run_train(setup, setup["base"], iit, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
                      "--intervention-size", "32", "--iit-samples", "12") == 0
+    assert run_train(setup, setup["base"], behavioral, "--lora-rank", "8", "--layer", "0",
+                     "--intervention-size", "32") == 0
     capsys.readouterr()
     world = setup["world"]
-    common = ["table3", "--runs", out, "--norms", world / "norms" / "glasgow_norms.csv", "--n", "4", "--steps", "4",
-              "--device", "cpu"]
-    code, printed, err = run_eval(common, capsys)  # the run's recipe: the authors'
+    common = ["table3", "--runs", iit, behavioral, "--norms", world / "norms" / "glasgow_norms.csv", "--n", "4",
+              "--steps", "4", "--device", "cpu"]
+    code, printed, err = run_eval(common, capsys)  # the runs' recipe: the authors'
     assert code == 0, err
     assert "each unique BPE token's mean attribution of both texts of" in printed
-    assert "gauss-legendre, 4 points, baseline eos; mediation window: trained" in printed
+    assert "norm words exact; integrated gradients: gauss-legendre, 4 points, baseline eos" in printed
+    assert "mediation window: authors, rotated [k/2, 3k/2)" in printed
+    assert "around it: the end-of-text state outside the window" in printed
+    assert "models without a rotation: the identity rotation" in printed and "each run's last step" in printed
+    for model in ("CLIP (base)", "Behavioral (LoRA)", "IIT-DAS (LoRA)"):  # every model, through and around
+        for mediation in ("through the site", "around it"):
+            assert all(cell != "-" for cell in table3_row(printed, model, mediation))
     code, printed, err = run_eval(common + ["--recipe", "paper", "--window", "authors"], capsys)
     assert code == 0, err
     assert "every rated word occurrence of 4 descriptions and 4 captions" in printed
-    assert "trapezoid, 4 points, baseline zero; mediation window: authors" in printed
+    assert "norm words folded; integrated gradients: trapezoid, 4 points, baseline zero" in printed
+    assert "around it: every path that avoids the window" in printed and "each run's selected step" in printed
+    assert table3_row(printed, "Behavioral (LoRA)", "through the site") == ["-", "-"]  # nothing borrowed
+    code, printed, err = run_eval(common + ["--recipe", "paper", "--rotation-from", iit], capsys)
+    assert code == 0, err
+    assert all(cell != "-" for cell in table3_row(printed, "Behavioral (LoRA)", "through the site"))  # borrowed
+    code, printed, err = run_eval(common + ["--rotation-from", iit], capsys)  # one command line for both recipes
+    assert code == 0 and "--rotation-from is not used: the authors recipe" in err, err
+    assert "models without a rotation: the identity rotation" in printed
+    code, printed, err = run_eval(common + ["--rotation-from", iit, "--unrotated", "identity"], capsys)
+    assert code == 2 and "--rotation-from with --unrotated identity" in err
+
+
+def test_table3_sites_identity_for_models_without_a_rotation_and_the_recipes_step(setup, tmp_path):
+    from clip_min.report.table3 import RECIPE_OPTIONS, Options, entries_for_runs
+
+    iit, behavioral = tmp_path / "iit", tmp_path / "behavioral"
+    assert run_train(setup, setup["base"], iit, "--objective", "iit-das", "--lora-rank", "8", "--layer", "0",
+                     "--intervention-size", "32", "--iit-samples", "12", "--recipe", "authors") == 0
+    assert run_train(setup, setup["base"], behavioral, "--lora-rank", "8", "--layer", "1",
+                     "--intervention-size", "16", "--recipe", "authors") == 0
+    authors = Options(**RECIPE_OPTIONS["authors"])
+    base, iit_entry, behavioral_entry = entries_for_runs([iit, behavioral], None, "cpu", authors)
+    R, layer, k = base.site  # the base takes the first run's block and k
+    assert torch.equal(R, torch.eye(64)) and (layer, k) == (0, 32)
+    R, layer, k = behavioral_entry.site  # its own
+    assert torch.equal(R, torch.eye(64)) and (layer, k) == (1, 16)
+    R, layer, k = iit_entry.site  # a trained rotation stays the run's own
+    assert not torch.allclose(R, torch.eye(64)) and (layer, k) == (0, 32)
+    assert iit_entry.loaded.step == "last" and behavioral_entry.loaded.step == "last"
+    paper = Options(**RECIPE_OPTIONS["paper"])
+    base, iit_entry, behavioral_entry = entries_for_runs([iit, behavioral], None, "cpu", paper)
+    assert base.site is None and behavioral_entry.site is None
+    assert isinstance(iit_entry.loaded.step, int)  # Appendix C's selected step
+    borrowed = entries_for_runs([behavioral], iit, "cpu", replace(paper, unrotated="borrowed"))
+    assert torch.equal(borrowed[1].site[0], iit_entry.site[0])

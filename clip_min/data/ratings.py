@@ -37,6 +37,10 @@ GROUPS = {
 # Sighted raters were asked to imagine the image only before they saw it.
 NOT_ASKED = {("imaginability", "sighted, with image")}
 KEY_COLUMNS = ("context", "img_id", "description")
+# The authors' cosid.py drops the rows of two images before correlating (Kreiss et al.'s analysis
+# calls them attention checks), by these stems; ``drop_images`` takes them.
+ATTENTION_CHECK_IMAGES = ("guitar", "640px-parc_agen")
+SIGHTED_BY = ("key", "text")  # what ties a sighted rating to a BLV-rated description
 
 Description = tuple[str, str, str]  # (context, img_id, description text with whitespace collapsed)
 
@@ -71,12 +75,16 @@ def ratings_folders(ratings: str | Path, images: str | Path | None) -> tuple[Pat
     return ratings, found
 
 
-def read_ratings(folder: str | Path) -> Ratings:
+def read_ratings(folder: str | Path, sighted_by: str = "key", drop_images: tuple[str, ...] = ()) -> Ratings:
     """Read the released CSV files under ``folder`` and average each description's ratings.
 
     A rating that is empty, NA or not a number is left out of its cell's mean and counted. As in
     Kreiss et al.'s own analysis, the sighted groups keep only the descriptions BLV participants
-    rated (68 in the release), when the BLV file is there; the others are counted.
+    rated (68 in the release), when the BLV file is there; the others are counted. ``sighted_by``
+    says which: "key" (ours) keeps a sighted description whose (context, img_id, text) a BLV
+    participant rated; "text" (cosid.py, and Kreiss et al.'s analysis) one whose text alone they
+    rated. ``drop_images`` leaves out, and counts, the descriptions of images whose img_id or
+    img_file stem it names (cosid.py: ATTENTION_CHECK_IMAGES).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -113,18 +121,31 @@ def read_ratings(folder: str | Path) -> Ratings:
 
     blv_rated = {key for (_, group), means in ratings.means.items() if group == "BLV" for key in means}
     if blv_rated:
+        rated = blv_rated if sighted_by == "key" else {text for _, _, text in blv_rated}
+
+        def kept(key: Description) -> bool:
+            return (key if sighted_by == "key" else key[2]) in rated
+
         for (dim, group), means in ratings.means.items():
             if group != "BLV":
-                ratings.means[dim, group] = {k: v for k, v in means.items() if k in blv_rated}
-        sighted_keys = {key for key, _ in keyed.get(SIGHTED_FILE, []) if key is not None}
-        if sighted_keys - blv_rated:
+                ratings.means[dim, group] = {k: v for k, v in means.items() if kept(k)}
+        left_out = {key for key, _ in keyed.get(SIGHTED_FILE, []) if key is not None and not kept(key)}
+        if left_out:
             ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] += \
-                len(sighted_keys - blv_rated)
+                len(left_out)
     # The BLV file does not name the image files; all_descriptions.csv and the sighted file do.
     mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if (folder / DESCRIPTIONS_FILE).is_file() else []
     for row in mapping_rows + [r for r in tables.get(SIGHTED_FILE, []) if r.get("img_file")]:
         if row.get("img_id") and row.get("img_file"):
             ratings.image_files.setdefault(row["img_id"].strip(), row["img_file"].strip())
+    if drop_images:
+        dropped = {key for means in ratings.means.values() for key in means
+                   if key[1] in drop_images or Path(ratings.image_files.get(key[1], "")).stem in drop_images}
+        for cell, means in ratings.means.items():
+            ratings.means[cell] = {k: v for k, v in means.items() if k not in dropped}
+        if dropped:
+            ratings.skipped[f"rated descriptions of the images {', '.join(drop_images)} (cosid.py drops them)"] += \
+                len(dropped)
     return ratings
 
 

@@ -120,7 +120,8 @@ EXERCISES = (
         ("tests/test_attribution.py::test_eq7_mediated_is_zero_when_the_site_is_cut",
          "tests/test_attribution.py::test_eq7_mediated_plus_around_is_total",
          "tests/test_attribution.py::test_eq7_mediated_gradient_is_the_projection_onto_the_first_k_columns_of_R",
-         "tests/test_attribution.py::test_eq7_the_whole_last_block_end_state_mediates_everything"),
+         "tests/test_attribution.py::test_eq7_the_whole_last_block_end_state_mediates_everything",
+         "tests/test_attribution.py::test_eq7_the_authors_complement_is_the_end_state_outside_H_and_nothing_else"),
     ),
     Exercise(
         "trade-off", "recovery, transfer score and the trade-off (Appendix C)", "docs/09-evaluation.md",

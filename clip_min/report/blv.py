@@ -4,6 +4,10 @@ Each rated description is scored against its image, by the cosine of the bare de
 authors' code) or by CLIPScore, and correlated with its mean rating per question and group of
 raters (clip_min/data/ratings.py, clip_min/report/correlation.py), in Table 2's layout. With
 ``--runs``, each cell is the mean and 95% t interval over seeded runs of one model.
+
+``--recipe`` (default: the run's; plain weights: the authors', the default with real data, the
+paper's for the toy base) picks which descriptions count (BLV_RECIPES) and which model of a run
+(RECIPE_STEP: Appendix C's selected step, or the last, which the release's cosid.py measures).
 """
 
 from __future__ import annotations
@@ -20,19 +24,31 @@ import torch.nn.functional as F
 
 from ..data.concadia import DataError
 from ..files import inside
-from ..data.ratings import DESCRIPTIONS_FILE, DIMENSIONS, Description, Ratings, ratings_folders, read_ratings
+from ..data.ratings import (ATTENTION_CHECK_IMAGES, DESCRIPTIONS_FILE, DIMENSIONS, Description, Ratings,
+                            ratings_folders, read_ratings)
 from ..losses import clipscore
+from ..train.config import RECIPES
 from ..train.features import encode_images
+from ..train.runs import RECIPE_STEP, run_recipe
 from .correlation import correlate_with_ratings
 from .score import CLIPSCORE_PREFIX
 from .selection import format_interval, mean_interval
 from .session import Session, add_model_options, open_model, print_json, text_features
 
 
+# Which rated descriptions Table 2 correlates. Ours ties a sighted rating to a BLV-rated
+# description by (context, img_id, text) and keeps every image; the authors' cosid.py by the text
+# alone, and it drops two images first.
+BLV_RECIPES = {"paper": dict(sighted_by="key", drop_images=()),
+               "authors": dict(sighted_by="text", drop_images=ATTENTION_CHECK_IMAGES)}
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``blv`` to eval.py's subcommands."""
     p = subparsers.add_parser("blv", help="correlation with blind/low-vision and sighted ratings (Table 2)")
-    add_model_options(p)
+    add_model_options(p, step_by_recipe=True)
+    p.add_argument("--recipe", choices=RECIPES, help="which descriptions count and which step of a run (default: the "
+                                                     "run's recipe; plain weights: authors, the toy base: paper)")
     p.add_argument("--ratings", required=True,
                    help="elisakreiss/contextual-description-evaluation, or its behavioral_data/ folder")
     p.add_argument("--images", help="folder of the rated images, named as the img_file column; default: RATINGS/images, "
@@ -85,9 +101,22 @@ def blv_cells(session: Session, ratings: Ratings, images: Path, kind: str = "cos
     return cells, skipped, len(scores)
 
 
+def blv_recipe(args: argparse.Namespace) -> str:
+    """--recipe, else the run's, else train.py's rule: the authors' with real weights, the paper's on the toy base."""
+    runs = getattr(args, "runs", None)
+    run = args.run or (runs[0] if runs else None)
+    if args.recipe is not None:
+        return args.recipe
+    if run is not None:
+        return run_recipe(run)
+    return "paper" if args.weights is None else "authors"
+
+
 def blv_command(args: argparse.Namespace) -> int:
+    recipe = blv_recipe(args)
+    args.step = args.step or RECIPE_STEP[recipe]
     folder, images = ratings_folders(args.ratings, args.images)
-    ratings = read_ratings(folder)
+    ratings = read_ratings(folder, **BLV_RECIPES[recipe])
     if not images.is_dir():
         raise DataError(f"image folder not found: {images}; pass --images the folder holding the rated images")
     if args.runs:
@@ -97,8 +126,8 @@ def blv_command(args: argparse.Namespace) -> int:
     for reason, n in (ratings.skipped + skipped).items():
         print(f"left out: {n} {reason}", file=sys.stderr)
     if args.json:
-        print_json({"score": args.score, "descriptions_scored": n_scored, "cells": cells,
-                    "skipped": dict(ratings.skipped + skipped)})
+        print_json({"score": args.score, "recipe": recipe, "step": args.step, "descriptions_scored": n_scored,
+                    "cells": cells, "skipped": dict(ratings.skipped + skipped)})
         return 0
     label = "cosine of the bare description" if args.score == "cosine" else "CLIPScore"
     for stat, name in (("pearson", "Pearson r"), ("spearman", "Spearman rho")):
@@ -109,7 +138,8 @@ def blv_command(args: argparse.Namespace) -> int:
             row = [format_cell(cells[dim].get(group), stat) for group in ratings.groups]
             print(f"| {dim} | " + " | ".join(row) + " |")
     counts = ", ".join(f"{group} {cells['overall'][group]['n']}" for group in ratings.groups)
-    print(f"\ndescriptions correlated (overall): {counts}")
+    print(f"\ndescriptions correlated (overall): {counts}; the {recipe} recipe's descriptions"
+          + (f", the run's {args.step} step" if args.run else ""))
     return 0
 
 
@@ -124,10 +154,10 @@ def blv_over_runs(args: argparse.Namespace, ratings: Ratings, images: Path) -> i
     summary = {dim: {group: [c[dim][group]["pearson"] for c in per_run] for group in ratings.groups
                      if group in per_run[0][dim]} for dim in DIMENSIONS}
     if args.json:
-        print_json({"score": args.score, "runs": [str(r) for r in args.runs], "pearson": summary})
+        print_json({"score": args.score, "step": args.step, "runs": [str(r) for r in args.runs], "pearson": summary})
         return 0
     print(f"\nPearson r between the model's score and the mean rating per description, mean and 95% t interval "
-          f"over {len(per_run)} runs at their selected steps ({args.step}):\n")
+          f"over {len(per_run)} runs, each at its {args.step} step:\n")
     print("| dimension | " + " | ".join(ratings.groups) + " |")
     print("|---" * (len(ratings.groups) + 1) + "|")
     for dim in DIMENSIONS:

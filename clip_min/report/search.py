@@ -14,6 +14,13 @@ The grids are Appendix B's, learning rates included. ``--recipe`` sets everythin
 alone (what a batch is, the draws, the prompts; see clip_min.train.config). On the toy world the
 grids are shrunk to what its small tower takes in minutes on a CPU (TOY_GRIDS), and a run is one
 toy epoch; the search says so when it starts.
+
+The dropout axis means here what it says: clip_min's training keeps the model in train mode
+between evaluations, so LoRA's dropout acts on every step. In the authors' release it acts on
+the first steps only: trainer.py's fit evaluates at batch 0 of the first epoch, its predict()
+calls model.eval(), and nothing calls model.train() after it, so peft's LoRA dropout is off from
+then to the end of training (docs/12-two-recipes.md). A dropout the release searched over
+changed little but the first step.
 """
 
 from __future__ import annotations

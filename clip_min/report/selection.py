@@ -15,7 +15,8 @@ setting; Table 1 gives each setting's mean over seeds with a 95% t interval.
 Training does the same as it goes and keeps the selected step's tensors (``clip_min.train.selected``),
 so what is read here agrees with the model ``eval.py --run`` loads. Selection reads the validation
 accuracy; Table 1 reports the *test* accuracy logged at the selected step, as the paper does, and
-the BLV correlations of the selected model when given the ratings (``--ratings``).
+the BLV correlations when given the ratings (``--ratings``): of the selected model under the
+paper's recipe, of the last under the authors' (``clip_min.train.runs.RECIPE_STEP``).
 """
 
 from __future__ import annotations
@@ -237,8 +238,9 @@ def format_table(rows: list[Row], level: float = 0.95) -> str:
                  + [format_interval(row.blv.get(dim), percent=False) for dim in BLV_COLUMNS])
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["Desc>Cap acc. (percent): Concadia test accuracy at each run's selected step (selected on validation); "
-             "F1 (percent): zero-shot macro-F1 at that step; BLV r: Pearson r of the selected model's score with "
-             "blind and low-vision raters' mean rating per description. -: not computed (e.g. no ratings given)."]
+             "F1 (percent): zero-shot macro-F1 at that step; BLV r: Pearson r of the model's score with "
+             "blind and low-vision raters' mean rating per description (the selected model under the paper's "
+             "recipe, the last under the authors'). -: not computed (e.g. no ratings given)."]
     if any(row.n > 1 for row in rows):
         notes.append(f"± is the half-width of a {100 * level:.0f}% t interval over runs (n - 1 degrees of freedom).")
     if any(row.n == 1 for row in rows):

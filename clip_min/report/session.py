@@ -23,11 +23,11 @@ from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, add_step_option, load_model
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, step_by_recipe: bool = False) -> None:
     """The options every command shares: which model, on which device, in which precision."""
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--run", help="a train.py run folder: its base weights with its adapters, or its weights.pt")
-    add_step_option(p)
+    add_step_option(p, step_by_recipe)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast (auto: bf16/fp16 on CUDA, off on CPU)")
 

@@ -16,31 +16,33 @@ from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
 from ..train.config import RECIPES, TrainConfig
 from ..train.device import mixed_precision, resolve_device
-from ..train.runs import LoadedRun, load_model, load_run, read_run_config
+from ..train.runs import RECIPE_STEP, LoadedRun, load_model, load_run, read_run_config, run_recipe
 from . import table3
-from .blv import blv_cells
+from .blv import BLV_RECIPES, blv_cells
 from .figures import figure_training, figure_tradeoff
 from .selection import BLV_COLUMNS, SETTINGS, RunLog, find_runs, format_table, read_run, setting_label, table_rows
 from .session import Session, vision_id
 
 
-def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: str, amp: str,
-                step: str = "selected") -> dict[str, dict]:
-    """Table 1's BLV columns: {run folder or "base": {dimension: Pearson r}} of each run's selected model."""
+def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: str, amp: str) -> dict[str, dict]:
+    """Table 1's BLV columns: {run folder or "base": {dimension: Pearson r}}, each run measured as its
+    recipe says (RECIPE_STEP's model, BLV_RECIPES' descriptions); the base as the first run's recipe."""
     folder, images = ratings_folders(ratings, images)
-    rated = read_ratings(folder)
+    recipes = {run.folder: run_recipe(run.folder) for run in runs}
+    rated = {recipe: read_ratings(folder, **BLV_RECIPES[recipe]) for recipe in set(recipes.values())}
     device = resolve_device(device)
     autocast, _ = mixed_precision(amp, device)
 
-    def correlations(loaded: LoadedRun) -> dict:
-        cells = blv_cells(Session(loaded, device, autocast, vision_id(loaded)), rated, images)[0]
+    def correlations(loaded: LoadedRun, recipe: str) -> dict:
+        cells = blv_cells(Session(loaded, device, autocast, vision_id(loaded)), rated[recipe], images)[0]
         return {dim: cells[dim]["BLV"]["pearson"] for dim in BLV_COLUMNS if "BLV" in cells[dim]}
 
-    found = {str(run.folder): correlations(load_run(run.folder, device, step)) for run in runs}
+    found = {str(run.folder): correlations(load_run(run.folder, device, RECIPE_STEP[recipes[run.folder]]),
+                                           recipes[run.folder]) for run in runs}
     bases = {read_run_config(run.folder).get("weights") for run in runs}
     if len(bases) == 1 and None not in bases:
         base = bases.pop()
-        found["base"] = correlations(load_model(base, None, device))
+        found["base"] = correlations(load_model(base, None, device), recipes[runs[0].folder])
     return found
 
 
@@ -115,8 +117,11 @@ def table_command(args) -> int:
     runs = [read_run(config.out, args.a) for config in configs]
     report(runs, args.a, args.out)
     folders = {(c.objective, c.finetune, c.seed): c.out for c in configs}
-    table = table3.toy_table3(folders, args.seeds, recipe=args.recipe or "paper")
-    print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through the same seed's IIT-DAS site)\n\n{table}")
+    recipe = args.recipe or "paper"
+    table = table3.toy_table3(folders, args.seeds, recipe=recipe)
+    unrotated = "the identity window" if table3.RECIPE_OPTIONS[recipe]["unrotated"] == "identity" else \
+        "the same seed's IIT-DAS site"
+    print(f"\nTable 3 (toy norms; the base and behavioral runs mediated through {unrotated})\n\n{table}")
     if args.out is not None:
         atomic_write_text(Path(args.out) / "table3.md", table + "\n")
     return 0

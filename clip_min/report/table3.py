@@ -8,17 +8,28 @@
               texts, pooled; --unit token (ig.py), of each unique BPE token's mean attribution over
               the 200 texts ("420 unique tokens")
     rows      each model (base CLIP, and each setting's seeded runs) x mediation: none (Eq. 6),
-              through the DAS site (Eq. 7) or around it; --window trained (default) is the subspace
-              the run swapped, [0, k); --window authors is ig.py's rotated [k/2, 3k/2), [128, 384)
+              through the DAS site (Eq. 7) or around it; --window trained is the subspace the run
+              swapped, [0, k); --window authors is ig.py's rotated [k/2, 3k/2), [128, 384)
+    around    --complement all-paths (ours): every path that avoids the window, so through +
+              around = none; --complement end-state (integrated_gradients_patch.py): only the
+              end-of-text state's coordinates outside the window, the block's other positions in
+              neither row
+    no rotation  a model without one (base CLIP, behavioral runs): --unrotated identity, the
+              identity rotation of the release's static_search=True, so the window is standard-basis
+              coordinates (a --rotation-from is then noted and not used); --unrotated borrowed, the
+              site of --rotation-from RUN (or no mediation)
+    norm words  --norm-words folded (ours): lower case, Glasgow's senses averaged; exact (ig.py):
+              the files' strings as written
+    model     --step selected (Appendix C's step) or last (the release measures after fit, with
+              early stopping off: the last epoch's model)
     integral  --ig trapezoid with --baseline zero (ours), or --ig gauss-legendre (50 points) with
               --baseline eos (ig.py's [BOS, EOS, ..., EOS])
     interval  mean and 95% t interval over the seeds
 
---recipe authors or paper picks every default above but the window; it defaults to the runs' own.
-The paper's "through" rows repeat the concreteness value in the imageability column: ig.py fills
-that cell from the concreteness result (docs/08-integrated-gradients.md). A model without a
-rotation of its own (base CLIP, behavioral runs) is mediated through another run's site
-(``--rotation-from RUN``); ``clip_min.attribution`` computes each attribution.
+--recipe authors or paper picks every default above (RECIPE_OPTIONS); it defaults to the runs'
+own. The paper's "through" rows repeat the concreteness value in the imageability column: ig.py
+fills that cell from the concreteness result (docs/08-integrated-gradients.md).
+``clip_min.attribution`` computes each attribution.
 """
 
 from __future__ import annotations
@@ -31,13 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attribution import (BASELINES, RULES, integrated_gradients, mediated_integrated_gradients, token_attributions,
-                           word_attributions)
+from ..attribution import (BASELINES, COMPLEMENTS, RULES, integrated_gradients, mediated_integrated_gradients,
+                           token_attributions, word_attributions)
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.norms import load_norms
 from ..images import load_image, preprocess
 from ..tokenizer import tokenize
-from ..train.runs import LoadedRun, load_model, load_run
+from ..train.runs import RECIPE_STEP, STEPS, LoadedRun, RunError, load_model, load_run, read_run_config
 from .attribute import decodable
 from ..train.config import RECIPES, SAMPLE_SEED
 from .correlation import correlate_tokens, correlate_with_norms
@@ -45,6 +56,8 @@ from .selection import format_interval, mean_interval, setting_label
 
 MEDIATIONS = ("none", "through the site", "around it")
 WINDOWS = ("trained", "authors")
+UNROTATED = ("identity", "borrowed")
+NORM_WORDS = ("folded", "exact")
 
 
 @dataclass(frozen=True)
@@ -56,12 +69,21 @@ class Options:
     ig: str  # the integral's rule, attribution.RULES
     baseline: str  # attribution.BASELINES
     steps: int  # points of the integral
-    window: str = "trained"  # trained: rotated [0, k); authors: ig.py's [k/2, 3k/2)
+    window: str  # trained: rotated [0, k); authors: ig.py's [k/2, 3k/2)
+    complement: str  # what "around it" lets through, attribution.COMPLEMENTS
+    unrotated: str  # a model without a rotation: identity (static_search=True) or borrowed (--rotation-from)
+    norm_words: str  # folded: lower case, senses averaged; exact: the norms' strings as written (ig.py)
+    step: str  # which model of each run: Appendix C's selected step, or the last
 
 
+# The paper's Appendix E says what is correlated, not how; where it is silent the paper recipe
+# keeps ours. The authors' column is ig.py and integrated_gradients_patch.py, on the model
+# RECIPE_STEP names.
 RECIPE_OPTIONS = {
-    "paper": dict(unit="word", sample="texts", ig="trapezoid", baseline="zero", steps=128),  # Appendix E; ours
-    "authors": dict(unit="token", sample="images", ig="gauss-legendre", baseline="eos", steps=50),  # ig.py
+    "paper": dict(unit="word", sample="texts", ig="trapezoid", baseline="zero", steps=128, window="trained",
+                  complement="all-paths", unrotated="borrowed", norm_words="folded", step=RECIPE_STEP["paper"]),
+    "authors": dict(unit="token", sample="images", ig="gauss-legendre", baseline="eos", steps=50, window="authors",
+                    complement="end-state", unrotated="identity", norm_words="exact", step=RECIPE_STEP["authors"]),
 }
 
 
@@ -139,7 +161,7 @@ def model_correlations(loaded: LoadedRun, picked: list[tuple[str, Example]], nor
             else:
                 R, layer, k = site
                 ig = mediated_integrated_gradients(model, image, tokens, R.to(device), layer, k,
-                                                   around=mediation == "around it",
+                                                   around=mediation == "around it", complement=options.complement,
                                                    start=window_start(options.window, k, R.shape[0]), **integral)
             split = token_attributions if options.unit == "token" else word_attributions
             units += split(tokens[0].cpu(), ig.attributions[0])
@@ -154,7 +176,7 @@ class Entry:
 
     label: str
     loaded: LoadedRun
-    site: tuple[torch.Tensor, int, int] | None  # (R, block, k), from LoadedRun.das_site
+    site: tuple[torch.Tensor, int, int] | None  # (R, block, k): LoadedRun.das_site, identity_site or borrowed
 
 
 def table3(entries: list[Entry], picked, norms, options: Options, device: str) -> dict[str, dict[str, dict]]:
@@ -186,31 +208,60 @@ def format_table3(table: dict, norm_names: list[str], picked, options: Options) 
     unit = ("each unique BPE token's mean attribution" if options.unit == "token" else "every rated word occurrence")
     texts = (f"both texts of {kinds.count('caption')} test images" if options.sample == "images"
              else f"{kinds.count('description')} descriptions and {kinds.count('caption')} captions of the test split")
-    return ("\n".join(lines) + f"\n\nPearson r over {unit} of {texts}, pooled; integrated gradients: {options.ig}, "
-            f"{options.steps} points, baseline {options.baseline}; mediation window: {options.window}; mean ± 95% t "
-            "interval over seeds. -: no site to mediate through (give --rotation-from).")
+    window = "rotated [0, k)" if options.window == "trained" else "rotated [k/2, 3k/2), ig.py's [128, 384) at k = 256"
+    around = ("every path that avoids the window" if options.complement == "all-paths"
+              else "the end-of-text state outside the window, the block's other positions in neither row")
+    unrotated = ("the identity rotation (standard-basis coordinates)" if options.unrotated == "identity"
+                 else "a borrowed IIT-DAS site")
+    return ("\n".join(lines) + f"\n\nPearson r over {unit} of {texts}, pooled; norm words {options.norm_words}; "
+            f"integrated gradients: {options.ig}, {options.steps} points, baseline {options.baseline}; mediation "
+            f"window: {options.window}, {window}; around it: {around}; models without a rotation: {unrotated}; "
+            f"each run's {options.step} step; mean ± 95% t interval over seeds. -: no site to mediate through "
+            "(give --rotation-from).")
 
 
-def entries_for_runs(folders: list[str], rotation_from: str | None, device: str, step: str) -> list[Entry]:
-    """The base model of the runs and each run, each with its own site or --rotation-from's."""
-    loaded = [load_run(f, device, step) for f in folders]
-    borrowed = load_run(rotation_from, device, step).das_site() if rotation_from else None
+def identity_site(width: int, config: dict, folder) -> tuple[torch.Tensor, int, int]:
+    """The release's site for a model without a rotation (static_search=True): R = I at the run's block and k."""
+    layer, k = config.get("layer"), config.get("intervention_size")
+    if layer is None or k is None:
+        raise RunError(f"{folder}: its config.json names no layer and intervention_size, where an identity "
+                       "window would sit; pass --unrotated borrowed with --rotation-from an IIT-DAS run")
+    return torch.eye(width), int(layer), int(k)
+
+
+def entries_for_runs(folders: list[str], rotation_from: str | None, device: str, options: Options) -> list[Entry]:
+    """The base model of the runs and each run, each with its own site, or for a model without a rotation
+    the identity site (``options.unrotated == "identity"``) or --rotation-from's."""
+    loaded = [load_run(f, device, options.step) for f in folders]
+    borrowed = load_run(rotation_from, device, options.step).das_site() if rotation_from else None
     bases = {run.config.get("weights") for run in loaded}
     if len(bases) != 1:
         raise ValueError("table3 --runs: the runs start from different base weights; give runs of one base")
-    base = bases.pop()
-    entries = [Entry("CLIP (base)", load_model(base, None, device), borrowed)]
+    base = load_model(bases.pop(), None, device)
+    width = base.model.config.text_width
+
+    def unrotated(config: dict, folder) -> tuple[torch.Tensor, int, int] | None:
+        return identity_site(width, config, folder) if options.unrotated == "identity" else borrowed
+
+    entries = [Entry("CLIP (base)", base, unrotated(loaded[0].config, loaded[0].folder))]
     for run in loaded:
         label = setting_label((run.config.get("objective"), run.config.get("finetune")))
-        entries.append(Entry(label, run, run.das_site() or borrowed))
+        entries.append(Entry(label, run, run.das_site() or unrotated(run.config, run.folder)))
     return entries
 
 
 def resolve_options(args, recipe: str) -> Options:
     """The command's flags over the recipe's Table 3 choices (RECIPE_OPTIONS)."""
-    chosen = RECIPE_OPTIONS[recipe]
-    given = {name: getattr(args, name) for name in ("unit", "sample", "ig", "baseline", "steps", "window")}
-    return Options(**{**chosen, **{name: value for name, value in given.items() if value is not None}})
+    chosen = dict(RECIPE_OPTIONS[recipe])
+    if args.rotation_from is not None and args.unrotated == "identity":
+        raise ValueError("--rotation-from with --unrotated identity: a model without a rotation takes one or the other")
+    given = {name: getattr(args, name) for name in chosen}
+    options = Options(**{**chosen, **{name: value for name, value in given.items() if value is not None}})
+    if args.rotation_from is not None and options.unrotated == "identity":
+        # One command line serves both recipes: the site it names is the paper recipe's.
+        print(f"--rotation-from is not used: the {recipe} recipe mediates models without a rotation through the "
+              "identity (--unrotated borrowed uses it)", file=sys.stderr)
+    return options
 
 
 def draw_sample(examples: list[Example], norms, options: Options, n: int, seed: int | None):
@@ -228,7 +279,7 @@ def table3_command(args) -> int:
     if args.steps is not None and args.steps < 2:
         raise ValueError(f"--steps must be at least 2, got {args.steps}")
     device = resolve_device(args.device)
-    config = load_run(args.runs[0], device, args.step).config
+    config = read_run_config(args.runs[0])
     # Runs from before the recipes were recorded followed the paper's.
     options = resolve_options(args, args.recipe or config.get("recipe") or "paper")
     data = args.data or config.get("data")
@@ -238,14 +289,14 @@ def table3_command(args) -> int:
 
         world, _ = toy_world()
         data, toy_norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
-    norms = load_norms(args.norms or toy_norms, args.concreteness)
+    norms = load_norms(args.norms or toy_norms, args.concreteness, exact=options.norm_words == "exact")
     if not norms:
         raise ValueError("give --norms (the Glasgow Norms CSV) and --concreteness (Brysbaert et al.'s file)")
     examples, _ = read_concadia(data, args.split, args.images)
     picked = draw_sample(decodable(examples), norms, options, args.n, args.seed)
     if not picked:
         raise DataError(f"no text of split {args.split!r} has a word rated in every norm")
-    entries = entries_for_runs(args.runs, args.rotation_from, device, args.step)
+    entries = entries_for_runs(args.runs, args.rotation_from, device, options)
     print(format_table3(table3(entries, picked, norms, options, device), list(norms), picked, options))
     return 0
 
@@ -253,36 +304,40 @@ def table3_command(args) -> int:
 def toy_table3(folders: dict[tuple[str, str, int], str], seeds: int, n: int = 100, recipe: str = "paper") -> str:
     """The toy Table 3 from ``eval.py table --toy``'s runs: base, behavioral and IIT-DAS (LoRA) per seed.
 
-    The base and the behavioral run of seed s are mediated through the IIT-DAS run of seed s. The
-    paper recipe integrates at 64 points here, a toy text being short.
+    Under the paper's recipe the base and the behavioral run of seed s are mediated through the
+    IIT-DAS run of seed s, and the integral takes 64 points here, a toy text being short; under the
+    authors', through the identity window at the same block. The toy norms are Glasgow-style
+    lower-case words, so both ways of matching them agree.
     """
     from ..train.pipeline import toy_world
 
     world, _ = toy_world()
-    norms = load_norms(world / "norms" / "glasgow_norms.csv", None)
-    examples, _ = read_concadia(world / "concadia", "test")
     options = Options(**{**RECIPE_OPTIONS[recipe], **(dict(steps=64) if recipe == "paper" else {})})
+    norms = load_norms(world / "norms" / "glasgow_norms.csv", None, exact=options.norm_words == "exact")
+    examples, _ = read_concadia(world / "concadia", "test")
     picked = draw_sample(examples, norms, options, n, None)
     entries = []
     for seed in range(seeds):
-        iit = load_run(folders["iit-das", "lora", seed])
-        behavioral = load_run(folders["behavioral", "lora", seed])
-        base = behavioral.config["weights"]
-        site = iit.das_site()
-        entries += [Entry("CLIP (base)", load_model(base, None), site),
-                    Entry(setting_label(("behavioral", "lora")), behavioral, site),
-                    Entry(setting_label(("iit-das", "lora")), iit, site)]
+        iit = load_run(folders["iit-das", "lora", seed], step=options.step)
+        behavioral = load_run(folders["behavioral", "lora", seed], step=options.step)
+        base = load_model(behavioral.config["weights"], None)
+        if options.unrotated == "identity":
+            unrotated = identity_site(base.model.config.text_width, iit.config, iit.folder)
+        else:
+            unrotated = iit.das_site()
+        entries += [Entry("CLIP (base)", base, unrotated),
+                    Entry(setting_label(("behavioral", "lora")), behavioral, unrotated),
+                    Entry(setting_label(("iit-das", "lora")), iit, iit.das_site())]
     return format_table3(table3(entries, picked, norms, options, "cpu"), list(norms), picked, options)
 
 
 def add_commands(subparsers) -> None:
     """Add ``table3`` to eval.py's subcommands."""
-    from ..train.runs import add_step_option
-
     p = subparsers.add_parser("table3", help="Table 3: word attributions against word norms, over seeded runs",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, help="run folders (their shared base is the first row)")
-    p.add_argument("--rotation-from", help="an IIT-DAS or joint run whose site mediates models without a rotation")
+    p.add_argument("--rotation-from", help="an IIT-DAS or joint run whose site mediates models without a rotation "
+                                           "(with --unrotated borrowed, the paper recipe's)")
     p.add_argument("--data", help="Concadia folder (default: the runs', else the toy world's)")
     p.add_argument("--images", help="Concadia's image folder, if not DATA/resized")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -290,16 +345,23 @@ def add_commands(subparsers) -> None:
     p.add_argument("--concreteness", help="Brysbaert et al. 2014 concreteness file (else Glasgow's CNC)")
     p.add_argument("--n", type=int, default=100, help="descriptions and captions each (default 100)")
     p.add_argument("--seed", type=int, help="seed of the random sample (default: 0 for --sample texts, 42 for images)")
-    p.add_argument("--recipe", choices=RECIPES, help="the defaults of --unit, --sample, --ig, --baseline and --steps "
-                                                     "(default: the first run's recipe)")
+    p.add_argument("--recipe", choices=RECIPES, help="the defaults of every option below (RECIPE_OPTIONS; "
+                                                     "default: the first run's recipe)")
     p.add_argument("--unit", choices=["word", "token"], help="word occurrences (paper) or unique BPE tokens (authors)")
     p.add_argument("--sample", choices=["texts", "images"],
                    help="n descriptions and n captions (paper) or both texts of n images (authors)")
     p.add_argument("--ig", choices=RULES, help="the integral's rule (paper: trapezoid; authors: gauss-legendre)")
     p.add_argument("--baseline", choices=BASELINES, help="x': zero embeddings (paper) or the end token's (authors)")
     p.add_argument("--steps", type=int, help="points of the IG integral (paper: 128; authors: 50)")
-    p.add_argument("--window", choices=WINDOWS, help="mediation window: the trained [0, k) (default) or the "
+    p.add_argument("--window", choices=WINDOWS, help="mediation window: the trained [0, k) (paper) or the "
                                                       "authors' rotated [k/2, 3k/2), [128, 384) at k = 256")
+    p.add_argument("--complement", choices=COMPLEMENTS, help="what 'around it' lets through: every path that avoids "
+                   "the window (paper) or the end-of-text state outside it only (authors)")
+    p.add_argument("--unrotated", choices=UNROTATED, help="models without a rotation: the identity rotation (authors) "
+                   "or the site of --rotation-from (paper)")
+    p.add_argument("--norm-words", choices=NORM_WORDS, help="join words to the norms lower-cased with senses averaged "
+                   "(paper) or by exact string (authors)")
+    p.add_argument("--step", choices=STEPS, help="each run's model: Appendix C's selected step (paper) or its last "
+                   "(authors)")
     p.add_argument("--device", default="auto")
-    add_step_option(p)
     p.set_defaults(func=table3_command)

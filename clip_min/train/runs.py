@@ -47,12 +47,26 @@ class LoadedRun:
         return self.rotation.R.detach(), int(self.config["layer"]), int(self.config["intervention_size"])
 
 STEPS = ("selected", "last")  # which of a run's models: Appendix C's selected step, or the last
+# The model a recipe's measurements after training take (Table 3, the BLV correlations): the paper
+# reports Appendix C's selected step; the release measures what fit() leaves, early stopping off,
+# after its 10 epochs (finetune_clip.py, run_iit_clip.py).
+RECIPE_STEP = {"paper": "selected", "authors": "last"}
 
 
-def add_step_option(parser) -> None:
-    """eval.py's ``--step``, shared by every command that takes ``--run``."""
-    parser.add_argument("--step", default="selected", choices=STEPS,
-                        help="with --run: the step Appendix C selected (default) or the last step's weights")
+def add_step_option(parser, by_recipe: bool = False) -> None:
+    """eval.py's ``--step``, shared by every command that takes ``--run``; ``by_recipe``: no default, RECIPE_STEP's."""
+    if by_recipe:
+        parser.add_argument("--step", choices=STEPS, help="with --run(s): the step Appendix C selected or the last "
+                                                          "step's weights (default: selected for the paper's recipe, "
+                                                          "last for the authors')")
+    else:
+        parser.add_argument("--step", default="selected", choices=STEPS,
+                            help="with --run: the step Appendix C selected (default) or the last step's weights")
+
+
+def run_recipe(folder: str | Path) -> str:
+    """The recipe a run trained with, as recorded (a run from before the recipes followed the paper's)."""
+    return as_recorded(read_run_config(folder))["recipe"]
 
 
 def read_run_config(folder: str | Path) -> dict:
