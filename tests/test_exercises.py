@@ -6,20 +6,27 @@ code that made it.
 """
 
 import ast
+import bz2
 import difflib
+import gzip
+import io
 import json
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
 from clip_min.exercises import EXERCISES, ExerciseError, mistakes, number
 from clip_min.exercises.__main__ import main
-from clip_min.exercises.blank import blank_source, make
+from clip_min.exercises.blank import blank_source, copy_repository, make
 from clip_min.exercises.grade import grade, run_tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +149,120 @@ print(json.dumps(results))
     for path, names in blanked.items():
         for qualname, n in names.items():
             assert raised[qualname].startswith(f"Exercise {n}: write {qualname}; see docs/"), (qualname, raised[qualname])
+
+
+# ---- a student copy holds no answer ---------------------------------------------------------------
+
+
+def answer_lines() -> dict[tuple[str, str], set[str]]:
+    """(file, qualified name) -> the lines of its body after the docstring, as a student could find them.
+
+    The rule: a line is its code, comment dropped, with all whitespace removed (so a reformatted
+    or quoted copy still matches); lines with fewer than three names and numbers (`return x`, `)`,
+    `else:`) are left out, as any Python file holds them, and so are the lines an exercise declares
+    ``shared`` with other code of the copy (checked below to be such lines).
+    """
+    found = {}
+    for exercise in EXERCISES:
+        shared = {re.sub(r"\s", "", line) for line in exercise.shared}
+        for path, qualname in exercise.functions:
+            source = (ROOT / path).read_text(encoding="utf-8")
+            node = defs(ast.parse(source))[qualname]
+            first = node.body[0]
+            documented = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+            body = range(first.end_lineno + 1 if documented else first.lineno, node.end_lineno + 1)
+            code = {n: line for n, line in enumerate(source.splitlines(), 1) if n in body}
+            for token in tokenize.generate_tokens(io.StringIO(source).readline):
+                if token.type == tokenize.COMMENT and token.start[0] in code:
+                    code[token.start[0]] = code[token.start[0]][: token.start[1]]
+            found[path, qualname] = {re.sub(r"\s", "", line) for line in code.values()
+                                     if len(re.findall(r"\w+", line)) >= 3} - shared
+    return found
+
+
+def readable(data: bytes, depth: int = 0) -> list[str]:
+    """The texts a file holds: its bytes, and what is inside a zip (a .pt), gzip, bz2, xz or zlib stream."""
+    texts = [data.decode("utf-8", errors="replace")]
+    inner = []
+    if depth < 2 and data.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inner = [archive.read(name) for name in archive.namelist()]
+    elif depth < 2 and data.startswith(b"\x1f\x8b"):
+        inner = [gzip.decompress(data)]
+    elif depth < 2 and data.startswith(b"BZh"):
+        inner = [bz2.decompress(data)]
+    elif depth < 2 and data.startswith(b"\xfd7zXZ\x00"):
+        inner = [lzma.decompress(data)]
+    elif depth < 2 and len(data) > 1 and data[0] == 0x78 and (data[0] * 256 + data[1]) % 31 == 0:  # zlib: git objects
+        inner = [zlib.decompress(data)]
+    for blob in inner:
+        texts += readable(blob, depth + 1)
+    # Quoted in a string or a JSON notebook, a line has its quotes escaped: read it with them undone too.
+    return [variant for text in texts for variant in (text, re.sub(r"\\(.)", r"\1", text))]
+
+
+def lines_found(data: bytes, lines: set[str]) -> set[str]:
+    squeezed = [re.sub(r"\s", "", text) for text in readable(data)]
+    return {line for line in lines if any(line in text for text in squeezed)}
+
+
+def test_a_student_copy_holds_no_line_of_any_answer(course):
+    answers = answer_lines()
+    assert all(answers.values()), [f for f, lines in answers.items() if not lines]  # every function is checked
+    everything = set().union(*answers.values())
+
+    # The reader finds a line wherever it hides: the teacher's catalogue quotes many; a deflated zip, a
+    # gzip and a JSON notebook with its quotes escaped hold the one written into them here.
+    catalogue = (ROOT / "clip_min/exercises/mistakes.py").read_bytes()
+    assert len(lines_found(catalogue, everything)) >= 20
+    line = "raise ValueError(f\"k must be in 0..{R.shape[1]} (the rotation's size), got {k}\")"
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("notes.py", line)
+    for data in (zipped.getvalue(), gzip.compress(line.encode()), json.dumps({"source": [line + "\n"]}).encode()):
+        assert lines_found(data, {re.sub(r"\s", "", line)}), data[:20]
+
+    files = [p for p in course.rglob("*") if p.is_file()]
+    names = {p.relative_to(course).as_posix() for p in files}
+    assert "clip_min/exercises/mistakes.py" not in names
+    assert not [n for n in names if n.endswith((".pyc", ".pyo")) or "__pycache__" in n or n.startswith(".git/")]
+    assert not [n for n in names if n.startswith(("bench/", ".ci/"))]
+    for path in files:
+        data = path.read_bytes()
+        for (source, qualname), lines in answers.items():
+            found = lines_found(data, lines)
+            assert not found, f"{path.relative_to(course)} holds a line of {source}: {qualname}'s answer: {sorted(found)}"
+
+    # A shared line is one the copy's own code holds, so declaring it hides nothing else.
+    code = {line.strip() for p in files if p.suffix == ".py" for line in p.read_text(encoding="utf-8").splitlines()}
+    for exercise in EXERCISES:
+        for line in exercise.shared:
+            assert line in code, f"exercise {exercise.name} declares {line!r} shared, but no code of the copy holds it"
+
+
+def test_make_refuses_a_copy_that_would_hold_an_answer(tmp_path):
+    """A teacher's notebook among the pages, or a zip in the package, quoting a body: no copy, and one line why."""
+    teacher = tmp_path / "teacher"
+    copy_repository(teacher)
+    line = "R_k = R[:, :k]  # (w, k): the rotated directions that make up Y"
+    notebook = json.dumps({"cells": [{"source": ["def interchange(h_base, h_source, R, k):\n", f"    {line}\n"]}]})
+    (teacher / "docs" / "solutions.ipynb").write_text(notebook, encoding="utf-8")
+    with pytest.raises(ExerciseError, match=r"docs/solutions.ipynb holds a line of the answer to exercise 5 \(interchange\)"):
+        make(tmp_path / "course", root=teacher)
+    (teacher / "docs" / "solutions.ipynb").unlink()
+    with zipfile.ZipFile(teacher / "clip_min" / "answers.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("lora.py", "return (self.lora_B @ self.lora_A) * self.scaling\n")
+    with pytest.raises(ExerciseError, match=r"clip_min/answers.zip holds a line of the answer to exercise 3"):
+        make(tmp_path / "course", root=teacher)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher"]  # no copy, and nothing half made
+
+
+def test_mistakes_in_a_student_copy_refuses_in_one_line(course):
+    for argv in (["mistakes"], ["mistakes", "--table"]):
+        done = subprocess.run([sys.executable, "-m", "clip_min.exercises", *argv], cwd=course,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and not done.stdout, done.stdout + done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "the teacher's repository" in done.stderr, done.stderr
 
 
 def test_the_grader_reports_every_exercise_not_started(course):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 import time
 
 from . import EXERCISES, REPOSITORY, ExerciseError, number, select
 from .blank import make
 from .grade import grade, run_tests, scoreboard
-from . import mistakes
 
 
 def list_command(args) -> int:
@@ -47,6 +48,10 @@ def check_command(args) -> int:
 
 
 def mistakes_command(args) -> int:
+    if importlib.util.find_spec(f"{__package__}.mistakes") is None:  # make leaves the catalogue out
+        raise ExerciseError("this is a student copy: the catalogue of wrong answers stays in the teacher's "
+                            "repository; run python -m clip_min.exercises mistakes there")
+    mistakes = importlib.import_module(f"{__package__}.mistakes")
     if args.table:
         print(mistakes.table())
         return 0

@@ -6,15 +6,17 @@
 
 Each :class:`Mistake` is one small edit of one file (an exact text, found exactly once, and what
 replaces it) with one line saying what the person did, and the tests that should fail for it.
-``mistakes`` copies the repository to a temporary folder (as ``make`` does, with nothing
-blanked), and for each entry applies its edit there, runs its tests with pytest and puts the file
-back. An entry is *caught* when a test fails, *missed* when they all pass, and *broken* when the
+``mistakes`` copies the whole repository to a temporary folder, and for each entry applies its
+edit there, runs its tests with pytest and puts the file back. An entry is *caught* when a test fails, *missed* when they all pass, and *broken* when the
 edit does not apply or pytest could not run the tests (a node id that is gone, say).
 
 Running pytest once per entry would spend most of its time importing torch. So one process
 imports the heavy libraries once and forks a child per entry, which imports the copy's clip_min
 afresh, runs pytest in the copy and exits; where there is no fork, each entry gets a fresh
 ``python -m pytest``.
+
+The catalogue quotes the right text of every blanked body, so it is the teacher's: ``make``
+leaves this file out of a student copy, and ``mistakes`` there says so and stops.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .blank import make
+from .blank import copy_repository
 
 TIME_LIMIT_S = 300  # one entry's tests; they take a few seconds
 
@@ -449,7 +451,7 @@ def run(mistakes: list[Mistake], progress=print) -> list[Outcome]:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="clip_min_mistakes_") as tmp:
         copy = Path(tmp) / "copy"
-        make(copy, exercises=[])
+        copy_repository(copy)
         log = Path(tmp) / "pytest.log"
         for mistake in mistakes:
             start = time.monotonic()
