@@ -265,13 +265,65 @@ def test_mistakes_in_a_student_copy_refuses_in_one_line(course):
         assert len(done.stderr.strip().splitlines()) == 1 and "the teacher's repository" in done.stderr, done.stderr
 
 
-def test_the_grader_reports_every_exercise_not_started(course):
+def test_the_grader_reports_every_exercise_not_started(course, capsys):
     record = run_tests(list(EXERCISES), root=course)  # pytest in the copy, on the copy's clip_min
-    grades = {e.name: grade(e, record) for e in EXERCISES}
+    grades = {g.exercise.name: g for g in grade(list(EXERCISES), record)}
     assert {name: g.status for name, g in grades.items()} == {e.name: "not started" for e in EXERCISES}
-    assert all(g.passed == 0 and g.total >= len(g.exercise.tests) for g in grades.values())
     assert grades["attention"].detail == "write quick_gelu, MultiheadAttention.forward"
     assert grades["lora"].detail.endswith("; needs exercise 1 too")  # its tests build a model, which needs attention
+    assert grades["eq7"].detail == "write route_gradient; needs exercise 10 too"  # blank, and behind a blank
+    # list and check count tests alike: a parametrized test is one test, however many cases it runs.
+    assert main(["list"]) == 0
+    listed_counts = dict(re.findall(r"^\s*\d+\s+(\S+): .*\n(?:.*\n)*?\s+graded\s+(\d+) tests? in", capsys.readouterr().out,
+                                    re.MULTILINE))
+    assert {name: int(n) for name, n in listed_counts.items()} == {name: g.total for name, g in grades.items()}
+    assert all(g.passed == 0 and g.total == len(g.exercise.tests) for g in grades.values())
+    attention_cases = [n for n in record["tests"] if n.startswith("tests/test_model.py::test_attention_")]
+    assert len(attention_cases) > grades["attention"].total == 2
+
+
+def record_of(*tests: tuple[str, str, list[int]], blank: tuple[int, ...] = ()) -> dict:
+    """A record as the plugin writes it: {node id: [outcome, message, exercises run]}; passed unless a message is given."""
+    return {"tests": {node: ["failed" if text else "passed", text, ran] for node, text, ran in tests},
+            "import_errors": {}, "blank": list(blank)}
+
+
+def test_a_failure_is_blamed_on_the_exercise_it_comes_from():
+    attention, text_tower, lora, eq1 = EXERCISES[:4]
+    ok = [(t, "", [1]) for t in attention.tests] + [(t, "", [1, 2]) for t in text_tower.tests]
+    lora_tests = [(t, "", [1, 3]) for t in lora.tests if "test_learning" not in t]
+    training = "tests/test_learning.py::test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions"
+    eq1_unit = eq1.tests[0]
+
+    # Exercise 1 passes its own tests, yet a LoRA test fails in its code without reaching LoRA's.
+    failing = [(lora_tests[0][0], "AssertionError: no gradient", [1])]
+    grades = grade([attention, text_tower, lora], record_of(*ok, *lora_tests[1:], *failing, (training, "", [1, 2, 3, 4])))
+    assert [g.status for g in grades] == ["passed", "passed", "waiting"]
+    name = lora_tests[0][0].split("::")[-1]
+    assert grades[2].detail == f"needs exercise 1 first: {name} fails in exercise 1's code before reaching this one's"
+
+    # Eq. 1 is wrong on its own (its unit test ran only its code): LoRA's training run waits on it.
+    record = record_of(*ok, *lora_tests, (training, "AssertionError: 6%", [1, 2, 3, 4]), (eq1_unit, "assert 2.5 == 5.7", [4]))
+    grades = grade([attention, text_tower, lora, eq1], record)
+    assert [(g.status, g.passed, g.total) for g in grades[2:]] == [("waiting", 9, 10), ("failing", 0, 2)]
+    assert grades[2].detail == "needs exercise 4 first"
+    assert grades[3].detail == f"{eq1_unit.split('::')[-1]}: assert 2.5 == 5.7"
+
+    # Only the shared training run fails: nothing tells which of the two is wrong, so the earlier one is.
+    record = record_of(*ok, *lora_tests, (training, "AssertionError: 6%", [1, 2, 3, 4]), (eq1_unit, "", [4]))
+    assert [(g.status, g.detail) for g in grade([attention, text_tower, lora, eq1], record)[2:]] == \
+        [("failing", f"{training.split('::')[-1]}: AssertionError: 6%"), ("waiting", "needs exercise 3 first")]
+
+    # An exercise with a function still blank is not started, whatever else its failures say.
+    record = record_of(*ok, *lora_tests[1:], (lora_tests[0][0], "AssertionError: no gradient", [1]),
+                       (training, "NotImplementedError: Exercise 4: write _two_way_ce; see docs", [1, 2, 3]), blank=(3, 4))
+    assert [(g.status, g.detail) for g in grade([attention, text_tower, lora], record)][2] == \
+        ("unfinished", "write " + ", ".join(q for _, q in lora.functions) + "; needs exercise 1, 4 too")
+
+    # A parametrized test passes when all of its cases do.
+    cases = [(f"{attention.tests[0]}[{i}]", "" if i else "AssertionError", [1]) for i in range(3)]
+    assert [(g.status, g.passed, g.total) for g in grade([attention], record_of(*cases, (attention.tests[1], "", [1])))] == \
+        [("failing", 1, 2)]
 
 
 def replace_once(path: Path, old: str, new: str) -> None:
@@ -293,11 +345,27 @@ def test_restored_bodies_pass_and_wrong_ones_fail(tmp_path):
     assert code == 1
     assert rows["eq1"].startswith("failing: test_eq1_behavioral_loss_prefers_the_description: assert"), rows["eq1"]
     assert rows["interchange"].startswith("failing: test_eq4_interchange_equals_rotate_swap_unrotate"), rows
-    # What builds on them fails too: LoRA's training check trains with Eq. 1, and dii calls interchange.
-    assert rows["lora"].startswith("failing: test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions"), rows
-    assert rows["dii"].startswith("failing: test_eq4_"), rows
+    # What builds on them waits on them: LoRA's training check trains with Eq. 1, and dii calls interchange.
+    assert rows["lora"] == "waiting: needs exercise 4 first", rows
+    assert rows["dii"] == "waiting: needs exercise 5 first", rows
     right = [e.name for e in EXERCISES if e.name not in ("eq1", "interchange", "lora", "dii")]
     assert {name: rows[name] for name in right} == {name: "passed" for name in right}
+
+
+def test_attention_without_the_lora_hook_is_named_as_the_cause(tmp_path):
+    """Exercise 1 written without in_proj_lora's update: it fails, and LoRA (blank, then written) names it."""
+    copy = tmp_path / "course"
+    make(copy, exercises=[EXERCISES[0], EXERCISES[2]])
+    shutil.copy2(ROOT / "clip_min/model.py", copy / "clip_min/model.py")
+    replace_once(copy / "clip_min/model.py", "        if self.in_proj_lora is not None:\n            qkv = qkv + self.in_proj_lora(x)\n", "")
+    code, rows = check(copy, "attention", "lora")
+    assert code == 1 and set(rows) == {"attention", "lora"}
+    assert rows["attention"] == ("failing: test_attention_adds_the_in_proj_adapter: AssertionError: "
+                                 "the block ignores in_proj_lora: add its output to the fused projection's"), rows
+    assert rows["lora"].startswith("not started: write LoRABranch.forward") and rows["lora"].endswith("; needs exercise 1 too")
+    shutil.copy2(ROOT / "clip_min/lora.py", copy / "clip_min/lora.py")
+    lora = check(copy, "lora")[1]["lora"]
+    assert re.fullmatch(r"waiting: needs exercise 1 first: test_\S+ fails in exercise 1's code before reaching this one's", lora), lora
 
 
 def test_blank_source_keeps_decorators_docstring_and_comments_above():

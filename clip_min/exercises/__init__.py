@@ -43,7 +43,8 @@ EXERCISES = (
     Exercise(
         "attention", "quick GELU and attention", "docs/01-clip-and-the-score.md",
         (("clip_min/model.py", "quick_gelu"), ("clip_min/model.py", "MultiheadAttention.forward")),
-        ("tests/test_model.py::test_attention_block_matches_float64_math",),
+        ("tests/test_model.py::test_attention_block_matches_float64_math",
+         "tests/test_model.py::test_attention_adds_the_in_proj_adapter"),
     ),
     Exercise(
         "text-tower", "the end-of-text pooling and the score C", "docs/01-clip-and-the-score.md",
