@@ -31,6 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from . import EXERCISES, REPOSITORY, Exercise, ExerciseError, message, number
 
 BLANKED = re.compile(r"NotImplementedError: Exercise (\d+):")
@@ -106,11 +108,30 @@ class Recorder:
     def pytest_runtest_logstart(self, nodeid, location) -> None:
         if self.codes is None:  # after collection, when the tests have imported the copy's clip_min
             self.codes, self.blank = exercise_code()
-        self.profile = cProfile.Profile()
+        self.profile = cProfile.Profile(builtins=False)  # the exercises are Python functions
+
+    # The profiler runs while a test's fixtures and body run, and not while pytest writes up a
+    # failure, which costs more than a small test's body.
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        yield from self._profiled()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        yield from self._profiled()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        yield from self._profiled()
+
+    def _profiled(self):
         self.profile.enable()
+        try:
+            yield
+        finally:
+            self.profile.disable()
 
     def pytest_runtest_logfinish(self, nodeid, location) -> None:
-        self.profile.disable()
         ran = {self.codes[entry.code] for entry in self.profile.getstats() if entry.code in self.codes}
         self.tests.setdefault(nodeid, ["passed", ""]).append(sorted(ran))
 
@@ -236,7 +257,7 @@ def grade(exercises: list[Exercise], record: dict) -> list[Grade]:
 
 def scoreboard(grades: list[Grade]) -> str:
     """The table ``check`` prints, with a count and how to see the first failure in full."""
-    width = max(len(g.exercise.name) for g in grades)
+    width = max(len("exercise"), *(len(g.exercise.name) for g in grades))
     lines = [f" #  {'exercise':<{width}}  tests  status"]
     for g in grades:
         status = g.status + (f": {g.detail}" if g.detail else "")
