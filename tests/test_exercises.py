@@ -465,8 +465,8 @@ print(" ".join(o.status for o in mistakes.run([harmless, gone], progress=lambda 
 
 
 def test_the_teachers_page_lists_the_catalogue():
-    page = (ROOT / "docs" / "README.md").read_text(encoding="utf-8")
-    assert mistakes.table() in page, "docs/README.md's catalogue is stale: paste python -m clip_min.exercises mistakes --table"
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    teaching = readme.split("## Teaching with clip_min", 1)[1].split("\n## ", 1)[0]
-    assert f"{len(mistakes.MISTAKES)} wrong answers" in teaching
+    page = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
+    assert mistakes.table() in page, "docs/teaching.md's catalogue is stale: paste python -m clip_min.exercises mistakes --table"
+    catalogue = page.split("## The slips to discuss", 1)[1]
+    assert f"{len(mistakes.MISTAKES)} wrong answers" in catalogue
+    assert f"{len(mistakes.MISTAKES)} of {len(mistakes.MISTAKES)} caught in" in catalogue

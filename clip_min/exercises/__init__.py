@@ -3,13 +3,15 @@
     python -m clip_min.exercises list                      # the exercises, in teaching order
     python -m clip_min.exercises make DIR [--only NAMES]   # a student copy with their bodies blanked
     python -m clip_min.exercises check [NAMES]             # inside a copy: a scoreboard of the tests
-    python -m clip_min.exercises mistakes [--only NAMES]   # the catalogue of wrong answers, each must be caught
+    python -m clip_min.exercises mistakes [--only NAMES]   # the teacher's: each wrong answer must be caught
 
 In the copy, each listed function keeps its decorators, signature and docstring; the rest of its
-body becomes ``raise NotImplementedError("Exercise N: write ...; see docs/...")``, and nothing
-else changes. ``check`` runs the exercises' tests (the equation tests of tests/, and a training
-run where training depends on the exercise) and reports each exercise as passed, failing (with
-the first failing assertion) or not started (its tests reach a NotImplementedError).
+body becomes ``raise NotImplementedError("Exercise N: write ...; see docs/...")``, and no other
+line of a copied file changes. The copy leaves out every file from which a body could be read
+back (``blank.py`` says which it takes). ``check`` runs the exercises' tests (the equation tests
+of tests/, and a training run where training depends on the exercise) and reports each exercise
+as passed, failing (with the first failing assertion), not started, or waiting on the exercise
+its failures come from (``grade.py``).
 
 :data:`EXERCISES` below is the only place that says which functions and tests make up an
 exercise. Functions are named by file and qualified name and found by parsing the file, so when

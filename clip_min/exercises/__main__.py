@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("check", help="run the exercises' tests here and print a scoreboard")
     p.add_argument("names", nargs="*", metavar="NAME", help="the exercises to check (default: all)")
     p.set_defaults(func=check_command)
-    p = commands.add_parser("mistakes", help="apply each wrong answer of the catalogue alone and check that the tests catch it")
+    p = commands.add_parser("mistakes", help="in the teacher's repository: apply each wrong answer of the catalogue "
+                            "alone and check that the tests catch it")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these entries (default: the whole catalogue)")
     p.add_argument("--table", action="store_true", help="print the catalogue as a markdown table and stop")
     p.set_defaults(func=mistakes_command)

@@ -34,7 +34,8 @@ from . import EXERCISES, REPOSITORY, Exercise, ExerciseError, message, number
 
 # Folders a copy never needs: version control, environments, run outputs and caches.
 SKIPPED = {".git", ".venv", "venv", "runs", "__pycache__", ".pytest_cache", ".cache"}
-# What a student copy takes whole: the package and its pages. Of tests/, only what grades.
+# Besides the files at the top, what a student copy takes whole: the package and its pages (of
+# tests/, only what grades).
 STUDENT_FOLDERS = ("clip_min", "docs")
 # The catalogue of wrong answers: each entry quotes the right text it replaces.
 TEACHER_ONLY = ("clip_min/exercises/mistakes.py",)

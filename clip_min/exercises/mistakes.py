@@ -492,7 +492,7 @@ def format_outcome(outcome: Outcome) -> str:
 
 
 def table() -> str:
-    """The catalogue as a markdown table, for the teacher's page (docs/README.md holds a copy; a test keeps them equal)."""
+    """The catalogue as a markdown table, for the teacher's page (docs/teaching.md holds a copy; a test keeps them equal)."""
     lines = ["| # | mistake | file | what the student did | caught by |", "|---|---|---|---|---|"]
     for i, m in enumerate(MISTAKES, 1):
         tests = ", ".join(f"`{t.split('::')[-1]}`" for t in m.tests)
