@@ -18,6 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))
+# Pages whose links and code references are checked: docs/, and the READMEs outside it that link into it.
+LINKED_PAGES = PAGES + [ROOT / "README.md", ROOT / "bench" / "README.md"]
 EQUATIONS = range(1, 8)  # the paper's Eqs. 1..7
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -110,18 +112,51 @@ def test_the_pages_are_there():
     assert len([n for n in names if re.match(r"\d\d-.+\.md$", n)]) >= 10, sorted(names)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: markup dropped, lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[`*$]", "", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+@functools.cache
+def anchors(page: Path) -> frozenset[str]:
+    """The anchors of a page's headings; a repeated heading gets -1, -2, ... as on GitHub."""
+    found, counts = set(), {}
+    for m in HEADING.finditer(blank_out(page.read_text(encoding="utf-8"), FENCE)):
+        base = slug(m.group("text"))
+        counts[base] = counts.get(base, 0) + 1
+        found.add(base if counts[base] == 1 else f"{base}-{counts[base] - 1}")
+    return frozenset(found)
+
+
+def test_anchors_are_githubs():
+    page = DOCS / "01-clip-and-the-score.md"
+    assert {"the-score", "in-numbers", "exercise-2-the-end-of-text-pooling-and-the-score-c"} <= anchors(page)
+    assert "in-numbers-1" in anchors(DOCS / "08-integrated-gradients.md")  # its second "In numbers"
+    assert slug("Which descriptions does each model prefer? (EX2 in miniature)") == \
+        "which-descriptions-does-each-model-prefer-ex2-in-miniature"
+
+
+def page_id(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=page_id)
 def test_links_resolve(page):
     for m in LINK.finditer(prose(page)):
         target = m.group("target")
-        if re.match(r"[a-z]+:", target) or target.startswith("#"):
-            continue  # a web address, or an anchor on this page
-        path = (page.parent / target.split("#", 1)[0]).resolve()
-        assert path.exists(), f"{page.name}: link [{m.group('text')}]({target}) points at a missing file"
-        assert path.is_relative_to(ROOT), f"{page.name}: link {target} leaves the repository"
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address
+        where = f"{page_id(page)}: link [{m.group('text')}]({target})"
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        assert path.exists(), f"{where} points at a missing file"
+        assert path.is_relative_to(ROOT), f"{where} leaves the repository"
+        if anchor and path.suffix == ".md":
+            assert anchor in anchors(path), f"{where}: {path.name} has no heading with that anchor"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", LINKED_PAGES, ids=page_id)
 def test_code_references_name_what_exists(page):
     for _, path, name in references(page):
         if not path.is_file():

@@ -77,13 +77,16 @@ def layer_norm_float64(x: torch.Tensor, ln: torch.nn.LayerNorm) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + 1e-5) * ln.weight.double() + ln.bias.double()
 
 
-def block_float64(block, x: torch.Tensor, causal: bool) -> torch.Tensor:
-    """One pre-LayerNorm block, (B, L, w) float64, written out: heads, softmax, x * sigmoid(1.702 x)."""
+def block_float64(block, x: torch.Tensor, causal: bool, in_proj_update: torch.Tensor | None = None) -> torch.Tensor:
+    """One pre-LayerNorm block, (B, L, w) float64, written out: heads, softmax, x * sigmoid(1.702 x).
+
+    ``in_proj_update`` (3w, w), if given, is added to the fused q/k/v weight.
+    """
     batch, length, w = x.shape
     heads = block.attn.heads
     attn = block.attn
-    q, k, v = (layer_norm_float64(x, block.ln_1) @ attn.in_proj_weight.double().T
-               + attn.in_proj_bias.double()).split(w, dim=-1)  # (B, L, w) each
+    in_proj = attn.in_proj_weight.double() + (0 if in_proj_update is None else in_proj_update)
+    q, k, v = (layer_norm_float64(x, block.ln_1) @ in_proj.T + attn.in_proj_bias.double()).split(w, dim=-1)  # (B, L, w) each
     q, k, v = (t.view(batch, length, heads, w // heads).transpose(1, 2) for t in (q, k, v))  # (B, heads, L, w / heads)
     logits = q @ k.transpose(-1, -2) / math.sqrt(w // heads)  # (B, heads, L, L)
     if causal:
@@ -104,6 +107,27 @@ def test_attention_block_matches_float64_math(causal, scale):
     with torch.no_grad():
         # One block on inputs of size ~3: float32 rounding leaves ~1e-6.
         torch.testing.assert_close(block(x, causal).double(), block_float64(block, x.double(), causal), rtol=0, atol=1e-5)
+
+
+def test_attention_adds_the_in_proj_adapter():
+    """An adapter set as in_proj_lora adds its output to the fused projection's, before the heads split."""
+    model = tiny_model()
+    block = model.transformer.resblocks[0]
+    width = TINY.text_width
+    adapter = torch.nn.Linear(width, 3 * width, bias=False)  # any (B, L, w) -> (B, L, 3w) map; LoRA is one
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        adapter.weight.copy_(0.2 * torch.randn(3 * width, width, generator=generator))
+    block.attn.in_proj_lora = adapter
+    x = torch.randn(2, 7, width, generator=generator)
+    with torch.no_grad():
+        got = block(x, True).double()
+        expected = block_float64(block, x.double(), causal=True, in_proj_update=adapter.weight.double())
+        without = block_float64(block, x.double(), causal=True)
+    assert (expected - without).abs().max() > 0.1  # the update is large enough to see
+    assert (got - without).abs().max() > 1e-3, "the block ignores in_proj_lora: add its output to the fused projection's"
+    # Inputs of size ~3 through one block in float32: rounding leaves ~1e-6.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 def text_features_float64(model, tokens: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:

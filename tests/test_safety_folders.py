@@ -125,7 +125,7 @@ def test_the_default_folder_keeps_the_earlier_run_beside_it(setup, tmp_path, mon
     assert contents(kept) == first  # the first run, whole
     latest = tmp_path / "runs" / "latest"
     assert (latest / "summary.json").is_file() and contents(latest)["checkpoint.pt"] != first["checkpoint.pt"]
-    # eval.py --run runs/latest, as the README says, reads the newest run.
+    # eval.py --run runs/latest, as docs/safety.md says, reads the newest run.
     assert eval_script.main(["concadia", "--run", "runs/latest", "--device", "cpu", "--json"]) == 0
 
 

@@ -3,13 +3,15 @@
     python -m clip_min.exercises list                      # the exercises, in teaching order
     python -m clip_min.exercises make DIR [--only NAMES]   # a student copy with their bodies blanked
     python -m clip_min.exercises check [NAMES]             # inside a copy: a scoreboard of the tests
-    python -m clip_min.exercises mistakes [--only NAMES]   # the catalogue of wrong answers, each must be caught
+    python -m clip_min.exercises mistakes [--only NAMES]   # the teacher's: each wrong answer must be caught
 
 In the copy, each listed function keeps its decorators, signature and docstring; the rest of its
-body becomes ``raise NotImplementedError("Exercise N: write ...; see docs/...")``, and nothing
-else changes. ``check`` runs the exercises' tests (the equation tests of tests/, and a training
-run where training depends on the exercise) and reports each exercise as passed, failing (with
-the first failing assertion) or not started (its tests reach a NotImplementedError).
+body becomes ``raise NotImplementedError("Exercise N: write ...; see docs/...")``, and no other
+line of a copied file changes. The copy leaves out every file from which a body could be read
+back (``blank.py`` says which it takes). ``check`` runs the exercises' tests (the equation tests
+of tests/, and a training run where training depends on the exercise) and reports each exercise
+as passed, failing (with the first failing assertion), not started, or waiting on the exercise
+its failures come from (``grade.py``).
 
 :data:`EXERCISES` below is the only place that says which functions and tests make up an
 exercise. Functions are named by file and qualified name and found by parsing the file, so when
@@ -33,14 +35,18 @@ class Exercise:
     title: str  # what the student writes, in a few words
     docs: str  # the docs page that teaches it and ends with its exercise section
     functions: tuple[tuple[str, str], ...]  # (file, qualified name) whose bodies are blanked
-    tests: tuple[str, ...]  # pytest node ids that grade it; a parametrized test counts all its cases
+    tests: tuple[str, ...]  # pytest node ids of the test functions that grade it
+    # Lines of its bodies that other code of a student copy holds as well (a shared input check),
+    # so the copy cannot keep them back; every other line of a body must appear nowhere in it.
+    shared: tuple[str, ...] = ()
 
 
 EXERCISES = (
     Exercise(
         "attention", "quick GELU and attention", "docs/01-clip-and-the-score.md",
         (("clip_min/model.py", "quick_gelu"), ("clip_min/model.py", "MultiheadAttention.forward")),
-        ("tests/test_model.py::test_attention_block_matches_float64_math",),
+        ("tests/test_model.py::test_attention_block_matches_float64_math",
+         "tests/test_model.py::test_attention_adds_the_in_proj_adapter"),
     ),
     Exercise(
         "text-tower", "the end-of-text pooling and the score C", "docs/01-clip-and-the-score.md",
@@ -53,7 +59,8 @@ EXERCISES = (
     Exercise(
         "lora", "LoRA's branch, merge and unmerge", "docs/02-lora.md",
         (("clip_min/lora.py", "LoRABranch.forward"), ("clip_min/lora.py", "LoRABranch.delta_weight"),
-         ("clip_min/lora.py", "LoRALinear.merge"), ("clip_min/lora.py", "LoRALinear.unmerge")),
+         ("clip_min/lora.py", "LoRALinear.merge"), ("clip_min/lora.py", "LoRALinear.unmerge"),
+         ("clip_min/lora.py", "InProjLoRA.merge"), ("clip_min/lora.py", "InProjLoRA.unmerge")),
         ("tests/test_lora.py::test_zero_B_is_the_frozen_layer_exactly",
          "tests/test_lora.py::test_lora_linear_matches_float64_equation",
          "tests/test_lora.py::test_dropout_acts_on_the_branch_only",
@@ -64,6 +71,7 @@ EXERCISES = (
          "tests/test_lora.py::test_merged_forward_equals_unmerged_forward",
          "tests/test_lora.py::test_merge_is_idempotent_and_unmerge_restores_W",
          "tests/test_learning.py::test_lora_with_eq1_teaches_a_tiny_clip_to_prefer_descriptions"),
+        shared=("self.merged = False", "if self.merged:"),  # set in __init__; read in InProjLoRA.forward
     ),
     Exercise(
         "eq1", "the behavioral objective (Eq. 1)", "docs/03-behavioral-objective.md",
@@ -85,6 +93,8 @@ EXERCISES = (
          "tests/test_intervention.py::test_eq4_dii_k_width_puts_the_source_state_at_the_site",
          "tests/test_intervention.py::test_eq4_identity_rotation_changes_only_the_first_k_coordinates_in_the_model",
          "tests/test_intervention.py::test_eq4_dii_matches_a_naive_hooked_rerun"),
+        # The first lines of every function of intervention.py that runs the model.
+        shared=("_check(model, rotation, base_tokens, source_tokens, layer, k)", "n = base_tokens.shape[0]"),
     ),
     Exercise(
         "rotation", "the rotation rho and its inverse", "docs/05-rotation.md",
@@ -113,6 +123,7 @@ EXERCISES = (
         ("tests/test_attribution.py::test_eq6_completeness",
          "tests/test_attribution.py::test_eq6_matches_a_hand_computed_three_point_rule",
          "tests/test_attribution.py::test_eq6_baseline_score_is_the_empty_text"),
+        shared=("with torch.no_grad():",),
     ),
     Exercise(
         "eq7", "the mediated gradient (Eq. 7)", "docs/08-integrated-gradients.md",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 import time
 
 from . import EXERCISES, REPOSITORY, ExerciseError, number, select
 from .blank import make
 from .grade import grade, run_tests, scoreboard
-from . import mistakes
 
 
 def list_command(args) -> int:
@@ -20,10 +21,11 @@ def list_command(args) -> int:
         for path, qualname in exercise.functions:
             files.setdefault(path, []).append(qualname)
         tests = sorted({t.split("::")[0] for t in exercise.tests})
+        count = len(exercise.tests)
         print(f"\n{number(exercise):>2}  {exercise.name}: {exercise.title}  ({exercise.docs})")
         for path, names in files.items():
             print(f"    writes  {path}: {', '.join(names)}")
-        print(f"    graded  {len(exercise.tests)} tests in {', '.join(tests)}")
+        print(f"    graded  {count} test{'s' if count > 1 else ''} in {', '.join(tests)}")
     return 0
 
 
@@ -39,14 +41,21 @@ def make_command(args) -> int:
 
 def check_command(args) -> int:
     exercises = select(args.names)
-    print(f"running the tests of {len(exercises)} exercises in {REPOSITORY} ...", flush=True)
-    record = run_tests(exercises)
-    grades = [grade(e, record) for e in exercises]
+    # A failure can come from an earlier exercise: grade those too, and show the ones asked for.
+    last = max(number(e) for e in exercises)
+    graded = [e for e in EXERCISES if number(e) <= last]
+    print(f"running the tests of exercises 1 to {last} in {REPOSITORY} ...", flush=True)
+    record = run_tests(graded)
+    grades = [g for g in grade(graded, record) if g.exercise in exercises]
     print(scoreboard(grades))
     return 0 if all(g.status == "passed" for g in grades) else 1
 
 
 def mistakes_command(args) -> int:
+    if importlib.util.find_spec(f"{__package__}.mistakes") is None:  # make leaves the catalogue out
+        raise ExerciseError("this is a student copy: the catalogue of wrong answers stays in the teacher's "
+                            "repository; run python -m clip_min.exercises mistakes there")
+    mistakes = importlib.import_module(f"{__package__}.mistakes")
     if args.table:
         print(mistakes.table())
         return 0
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("check", help="run the exercises' tests here and print a scoreboard")
     p.add_argument("names", nargs="*", metavar="NAME", help="the exercises to check (default: all)")
     p.set_defaults(func=check_command)
-    p = commands.add_parser("mistakes", help="apply each wrong answer of the catalogue alone and check that the tests catch it")
+    p = commands.add_parser("mistakes", help="in the teacher's repository: apply each wrong answer of the catalogue "
+                            "alone and check that the tests catch it")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these entries (default: the whole catalogue)")
     p.add_argument("--table", action="store_true", help="print the catalogue as a markdown table and stop")
     p.set_defaults(func=mistakes_command)

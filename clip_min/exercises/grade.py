@@ -2,17 +2,26 @@
 
 pytest runs in the repository being graded (a student copy), so it imports that copy's
 clip_min. This module is also the pytest plugin (``-p clip_min.exercises.grade``) that records,
-for every test, whether it passed and the one-line message of its first failure.
+for every test, whether it passed, the one-line message of its first failure, and which
+exercises' functions it ran (a profiler on while the test runs).
 
-An exercise is
+A test counts once however many parametrized cases it has: it passes when all of them pass. An
+exercise is
 - passed: every one of its tests passes;
-- failing: a test fails for any reason other than a blanked function (the first one is shown);
-- not started: its tests fail only on ``NotImplementedError("Exercise N: ...")``, its own or an
-  earlier exercise's; "unfinished" when some of them already pass.
+- failing: a test fails in its own code (the first one is shown);
+- not started: a function of it still raises its ``NotImplementedError("Exercise N: ...")``;
+  "unfinished" when some of its tests already pass;
+- waiting: its tests fail only because of other exercises, named as "needs exercise N": they
+  reach that one's NotImplementedError, or they ran its code and it is wrong (a test failed in
+  its code alone, or it comes earlier and is failing or not started), or they failed in its code
+  without reaching this exercise's.
 """
 
 from __future__ import annotations
 
+import cProfile
+import importlib
+import inspect
 import json
 import os
 import re
@@ -22,7 +31,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import REPOSITORY, Exercise, ExerciseError, number
+import pytest
+
+from . import EXERCISES, REPOSITORY, Exercise, ExerciseError, message, number
 
 BLANKED = re.compile(r"NotImplementedError: Exercise (\d+):")
 TIME_LIMIT_S = 600  # the whole grading run; the tests take about 10 s on 2 CPU cores
@@ -63,18 +74,69 @@ def first_line(text: str) -> str:
     return lines[0] if lines else "(no message)"
 
 
+def exercise_code() -> tuple[dict, list[int]]:
+    """The code object of every exercise function this process imports -> its exercise's number; and
+    the exercises with a function that still raises its NotImplementedError."""
+    codes, blank = {}, set()
+    for exercise in EXERCISES:
+        for path, qualname in exercise.functions:
+            try:
+                target = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+                for part in qualname.split("."):
+                    target = getattr(target, part)
+                function = inspect.unwrap(target)  # under a decorator such as no_grad
+                source = inspect.getsource(function)
+            except Exception:  # a module that does not import: its tests report that
+                continue
+            codes[function.__code__] = number(exercise)
+            if f"NotImplementedError({json.dumps(message(exercise, qualname))})" in source:
+                blank.add(number(exercise))
+    return codes, sorted(blank)
+
+
 class Recorder:
-    """Collects {node id: [outcome, message]} and the files that failed to import, then writes them."""
+    """Collects {node id: [outcome, message, exercises run]} and the files that failed to import, then writes them."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.tests: dict[str, list[str]] = {}
+        self.tests: dict[str, list] = {}
         self.import_errors: dict[str, str] = {}
+        self.codes: dict | None = None
+        self.blank: list[int] = []
+        self.profile: cProfile.Profile | None = None
+
+    def pytest_runtest_logstart(self, nodeid, location) -> None:
+        if self.codes is None:  # after collection, when the tests have imported the copy's clip_min
+            self.codes, self.blank = exercise_code()
+        self.profile = cProfile.Profile(builtins=False)  # the exercises are Python functions
+
+    # The profiler runs while a test's fixtures and body run, and not while pytest writes up a
+    # failure, which costs more than a small test's body.
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_setup(self, item):
+        yield from self._profiled()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        yield from self._profiled()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        yield from self._profiled()
+
+    def _profiled(self):
+        self.profile.enable()
+        try:
+            yield
+        finally:
+            self.profile.disable()
+
+    def pytest_runtest_logfinish(self, nodeid, location) -> None:
+        ran = {self.codes[entry.code] for entry in self.profile.getstats() if entry.code in self.codes}
+        self.tests.setdefault(nodeid, ["passed", ""]).append(sorted(ran))
 
     def pytest_runtest_logreport(self, report) -> None:
         if report.passed:
-            if report.when == "call":
-                self.tests.setdefault(report.nodeid, ["passed", ""])
             return
         if self.tests.get(report.nodeid, ["passed"])[0] != "passed":
             return  # keep the first failure: a teardown error after a failed call says less
@@ -91,7 +153,8 @@ class Recorder:
             self.import_errors[report.nodeid] = errors[-1] if errors else first_line(report.longreprtext)
 
     def pytest_sessionfinish(self, session) -> None:
-        self.path.write_text(json.dumps({"tests": self.tests, "import_errors": self.import_errors}), encoding="utf-8")
+        record = {"tests": self.tests, "import_errors": self.import_errors, "blank": self.blank}
+        self.path.write_text(json.dumps(record), encoding="utf-8")
 
 
 # ---- running and scoring ----------------------------------------------------------------------
@@ -102,11 +165,11 @@ class Grade:
     """How one exercise stands."""
 
     exercise: Exercise
-    status: str  # "passed", "failing", "not started" or "unfinished"
-    passed: int  # tests (parametrized cases counted one by one) that pass
+    status: str  # "passed", "failing", "not started", "unfinished" or "waiting"
+    passed: int  # its tests that pass (a parametrized test passes when all its cases do)
     total: int
-    detail: str  # the first failing assertion, or what to write next
-    first_failure: str | None  # node id of the first failing test, to rerun it alone
+    detail: str  # the first failing assertion, what to write next, or the exercise it needs
+    first_failure: str | None  # node id of the first failing test case, to rerun it alone
 
 
 def run_tests(exercises: list[Exercise], root: Path = REPOSITORY) -> dict:
@@ -133,44 +196,78 @@ def run_tests(exercises: list[Exercise], root: Path = REPOSITORY) -> dict:
         return json.loads(report.read_text(encoding="utf-8"))
 
 
-def grade(exercise: Exercise, record: dict) -> Grade:
-    """Score one exercise from the record of a run."""
-    results = []  # (node id, outcome, message) of every case of its tests
-    for test in exercise.tests:
-        cases = [(n, *r) for n, r in record["tests"].items() if selected(n, [test])]
-        if not cases:
-            path = test.split("::")[0]
-            reason = record["import_errors"].get(path)
-            cases = [(test, "failed", f"{path} did not import: {reason}" if reason else "did not run")]
-        results += cases
-    passed = sum(outcome == "passed" for _, outcome, _ in results)
-    failures = [(node, text) for node, outcome, text in results if outcome != "passed"]
-    if not failures:
-        return Grade(exercise, "passed", passed, len(results), "", None)
-    real = [(node, text) for node, text in failures if not BLANKED.search(text)]
-    if real:
-        node, text = real[0]
-        return Grade(exercise, "failing", passed, len(results), f"{node.split('::')[-1]}: {text}", node)
-    waiting = sorted({int(BLANKED.search(text).group(1)) for _, text in failures})
-    own = number(exercise)
-    earlier = ", ".join(str(n) for n in waiting if n != own)
-    detail = "write " + ", ".join(qualname for _, qualname in exercise.functions) if own in waiting else ""
-    if earlier:
-        detail += f"; needs exercise {earlier} too" if detail else f"needs exercise {earlier} first"
-    return Grade(exercise, "unfinished" if passed else "not started", passed, len(results), detail, failures[0][0])
+def cases(test: str, record: dict) -> list[tuple[str, str, str, list[int]]]:
+    """(node id, outcome, message, exercises it ran) of each case of ``test`` in the record."""
+    found = [(node, *result) for node, result in record["tests"].items() if selected(node, [test])]
+    if found:
+        return found
+    path = test.split("::")[0]
+    reason = record["import_errors"].get(path)
+    return [(test, "failed", f"{path} did not import: {reason}" if reason else "did not run", [])]
+
+
+def grade(exercises: list[Exercise], record: dict) -> list[Grade]:
+    """Score the exercises from the record of a run, in teaching order.
+
+    A failure that ran other exercises' code is blamed on those of them that are wrong for certain
+    (a test failed in their code alone) or, if earlier and graded here too, failing or not started;
+    so ``exercises`` should hold every exercise before the last one of interest.
+    """
+    # A test that failed running one exercise's code and no other's shows that exercise is wrong.
+    alone = {ran[0] for outcome, text, ran in record["tests"].values()
+             if outcome != "passed" and len(ran) == 1 and not BLANKED.search(text)}
+    grades: dict[int, Grade] = {}
+    for exercise in sorted(exercises, key=number):
+        own = number(exercise)
+        results = [cases(test, record) for test in exercise.tests]
+        passed = sum(all(outcome == "passed" for _, outcome, _, _ in found) for found in results)
+        failures = [(node, text, set(ran)) for found in results for node, outcome, text, ran in found if outcome != "passed"]
+        mine, blank, needs, unreached = [], own in record["blank"], set(), None
+        for node, text, ran in failures:
+            reached = BLANKED.search(text)
+            # A waiting exercise is not the cause: the ones it waits on are, if this test ran their code.
+            behind = {n for n in ran - {own} if n in alone or (n in grades and grades[n].status not in ("passed", "waiting"))}
+            if reached:
+                blank |= int(reached.group(1)) == own
+                needs |= {int(reached.group(1))} - {own}
+                continue
+            if own not in ran and ran:  # it failed in other exercises' code without running this one's
+                behind = behind or ran
+                unreached = unreached or f"{node.split('::')[-1]} fails in exercise {min(behind)}'s code before reaching this one's"
+            if behind:
+                needs |= behind
+            else:
+                mine.append((node, text))
+        first = failures[0][0] if failures else None
+        needed = ", ".join(str(n) for n in sorted(needs))
+        if mine:
+            node, text = mine[0]
+            status, detail, first = "failing", f"{node.split('::')[-1]}: {text}", node
+        elif blank:
+            status = "unfinished" if passed else "not started"
+            detail = "write " + ", ".join(qualname for _, qualname in exercise.functions)
+            detail += f"; needs exercise {needed} too" if needs else ""
+        elif needs:
+            status, detail = "waiting", f"needs exercise {needed} first" + (f": {unreached}" if unreached else "")
+        else:
+            status, detail = "passed", ""
+        grades[own] = Grade(exercise, status, passed, len(results), detail, first)
+    return [grades[number(e)] for e in exercises]
 
 
 def scoreboard(grades: list[Grade]) -> str:
     """The table ``check`` prints, with a count and how to see the first failure in full."""
-    width = max(len(g.exercise.name) for g in grades)
+    width = max(len("exercise"), *(len(g.exercise.name) for g in grades))
     lines = [f" #  {'exercise':<{width}}  tests  status"]
     for g in grades:
         status = g.status + (f": {g.detail}" if g.detail else "")
         lines.append(f"{number(g.exercise):>2}  {g.exercise.name:<{width}}  {f'{g.passed}/{g.total}':>5}  {status}")
-    counts = {s: sum(g.status == s for g in grades) for s in ("passed", "failing", "unfinished", "not started")}
+    counts = {s: sum(g.status == s for g in grades) for s in ("passed", "failing", "waiting", "unfinished", "not started")}
     lines.append(f"{counts['passed']} of {len(grades)} passed" +
                  "".join(f", {n} {s}" for s, n in counts.items() if n and s != "passed"))
-    todo = next((g for g in grades if g.status != "passed"), None)
+    # What to do next is the first exercise that waits on no other one.
+    todo = next((g for g in grades if g.status not in ("passed", "waiting")), None)
+    todo = todo or next((g for g in grades if g.status != "passed"), None)
     if todo is not None:
         lines.append(f"next: exercise {number(todo.exercise)} in {todo.exercise.docs}; "
                      f"its first failing test in full: python -m pytest -q {todo.first_failure}")

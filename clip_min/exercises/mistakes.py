@@ -6,15 +6,17 @@
 
 Each :class:`Mistake` is one small edit of one file (an exact text, found exactly once, and what
 replaces it) with one line saying what the person did, and the tests that should fail for it.
-``mistakes`` copies the repository to a temporary folder (as ``make`` does, with nothing
-blanked), and for each entry applies its edit there, runs its tests with pytest and puts the file
-back. An entry is *caught* when a test fails, *missed* when they all pass, and *broken* when the
+``mistakes`` copies the whole repository to a temporary folder, and for each entry applies its
+edit there, runs its tests with pytest and puts the file back. An entry is *caught* when a test fails, *missed* when they all pass, and *broken* when the
 edit does not apply or pytest could not run the tests (a node id that is gone, say).
 
 Running pytest once per entry would spend most of its time importing torch. So one process
 imports the heavy libraries once and forks a child per entry, which imports the copy's clip_min
 afresh, runs pytest in the copy and exits; where there is no fork, each entry gets a fresh
 ``python -m pytest``.
+
+The catalogue quotes the right text of every blanked body, so it is the teacher's: ``make``
+leaves this file out of a student copy, and ``mistakes`` there says so and stops.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .blank import make
+from .blank import copy_repository
 
 TIME_LIMIT_S = 300  # one entry's tests; they take a few seconds
 
@@ -88,6 +90,10 @@ MISTAKES = (
       "x = self.ln_1(x + self.attn(x, causal))", "normalised after the residual sum (post-LN, as in BERT), not before", BLOCK),
     slip("mlp-without-activation", "clip_min/model.py", "return self.c_proj(quick_gelu(self.c_fc(x)))",
       "return self.c_proj(self.c_fc(x))", "left the activation out of the MLP", BLOCK),
+    slip("attention-ignores-the-adapter", "clip_min/model.py",
+      "        if self.in_proj_lora is not None:\n            qkv = qkv + self.in_proj_lora(x)\n", "",
+      "left out the hook that adds in_proj_lora's update, so LoRA on attention never acts",
+      T_MODEL + "test_attention_adds_the_in_proj_adapter"),
     slip("layernorm-eps-1e-6", "clip_min/model.py", "self.ln_1 = LayerNorm(width)", "self.ln_1 = LayerNorm(width, eps=1e-6)",
       "gave LayerNorm timm's eps of 1e-6 instead of torch's 1e-5, which OpenAI uses", BLOCK),
     slip("pool-last-position", "clip_min/model.py", "x = x[torch.arange(x.shape[0], device=x.device), eot]  # (B, text_width)",
@@ -449,7 +455,7 @@ def run(mistakes: list[Mistake], progress=print) -> list[Outcome]:
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="clip_min_mistakes_") as tmp:
         copy = Path(tmp) / "copy"
-        make(copy, exercises=[])
+        copy_repository(copy)
         log = Path(tmp) / "pytest.log"
         for mistake in mistakes:
             start = time.monotonic()
@@ -486,7 +492,7 @@ def format_outcome(outcome: Outcome) -> str:
 
 
 def table() -> str:
-    """The catalogue as a markdown table, for the teacher's page (docs/README.md holds a copy; a test keeps them equal)."""
+    """The catalogue as a markdown table, for the teacher's page (docs/teaching.md holds a copy; a test keeps them equal)."""
     lines = ["| # | mistake | file | what the student did | caught by |", "|---|---|---|---|---|"]
     for i, m in enumerate(MISTAKES, 1):
         tests = ", ".join(f"`{t.split('::')[-1]}`" for t in m.tests)
