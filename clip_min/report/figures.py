@@ -1,9 +1,10 @@
-"""Figures 3 and 4, drawn with PIL alone: each run's accuracy and its Appendix C trade-off over training.
+"""Figures 3 and 4, and one run's curves, drawn with PIL alone.
 
 Figure 3 has a panel for the Concadia validation accuracy and one per transfer task over the
 training steps; Figure 4, as the paper draws it, the transfer score over the Concadia accuracy,
 each run's evaluations joined in step order. A line per run (seed), coloured by setting, with a
-dot at the step Appendix C selects (clip_min/report/selection.py).
+dot at the step Appendix C selects (clip_min/report/selection.py). ``figure_run`` draws the
+curves of a single run, which train.py leaves in the run folder as curves.png.
 """
 
 from __future__ import annotations
@@ -90,6 +91,20 @@ class Panel:
         px, py = self.xy(x, y)
         self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=colour, outline=(255, 255, 255))
 
+    def ring(self, x: float, y: float, colour, radius: int = 6) -> None:
+        px, py = self.xy(x, y)
+        self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=(255, 255, 255), outline=colour,
+                          width=2)
+
+    def step_line(self, x: float, label: str) -> None:
+        """A vertical grey line at step ``x``, labelled at its top."""
+        left, top, right, bottom = self.box
+        px, _ = self.xy(x, self.ylim[0])
+        self.draw.line([(px, top + 1), (px, bottom - 1)], fill=(150, 150, 150), width=1)
+        anchor = "rt" if px > (left + right) / 2 else "lt"
+        self.draw.text((px - 4 if anchor == "rt" else px + 4, top + 4), label, fill=(90, 90, 90), font=_font(12),
+                       anchor=anchor)
+
 
 def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
     font = _font(13)
@@ -138,6 +153,63 @@ def figure_training(runs: list[RunLog], path: str | Path) -> Path:
     panels = [("Concadia Desc>Cap (validation)", "accuracy (%)", lambda s: s.accuracy)]
     panels += [(task, "macro-F1 (%)", lambda s, task=task: s.f1.get(task)) for task in tasks]
     return _over_training(runs, path, panels, "Figure 3: accuracy over training")
+
+
+SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                  (227, 119, 194), (127, 127, 127))
+
+
+def figure_run(run: RunLog, path: str | Path) -> Path:
+    """One run's curves: validation and test preference accuracy, and each transfer task's macro-F1, over the
+    steps from the base (step 0), with the step Appendix C selects marked."""
+    evaluations = [run.base] + run.steps
+    tasks = list(dict.fromkeys(task for s in evaluations for task in s.f1))
+    colours = iter(SERIES_COLOURS * 2)
+    panels = [("Concadia Desc>Cap accuracy", "accuracy (%)",
+               [("validation", next(colours), lambda s: s.accuracy), ("test", next(colours), lambda s: s.test_accuracy)])]
+    panels += [(f"{task}: zero-shot macro-F1", "macro-F1 (%)", [(task, next(colours), lambda s, t=task: s.f1.get(t))])
+               for task in tasks]
+    columns = min(len(panels), 3)
+    grid_rows = math.ceil(len(panels) / columns)
+    image = Image.new("RGB", (70 + 470 * columns, 100 + 470 * (grid_rows - 1) + 380), "white")
+    draw = ImageDraw.Draw(image)
+    best = run.best
+    title = f"{setting_label(run.setting)}, seed {run.seed}, over training: "
+    draw.text((20, 12), title + fitted(str(run.folder), image.width - 40 - draw.textlength(title, font=_font(15)),
+                                       _font(15)), fill=(0, 0, 0), font=_font(15))
+    draw.text((20, 36), f"circle: the base (step 0); dot and grey line: step {best.step}, the one Appendix C selects",
+              fill=(60, 60, 60), font=_font(13))
+    xlim = (0, max(s.step for s in evaluations) * 1.02 or 1)
+    for index, (title, ylabel, series) in enumerate(panels):
+        points = [[(s.step, 100 * value(s)) for s in evaluations if value(s) is not None] for _, _, value in series]
+        ys = [y for line in points for _, y in line] or [0.0, 100.0]
+        left, top = 70 + (index % columns) * 470, 100 + (index // columns) * 470
+        panel = Panel(draw, (left, top, left + 400, top + 300), xlim, _limits(ys), title, "training step", ylabel)
+        panel.step_line(best.step, f"selected: step {best.step}")
+        for (name, colour, value), line in zip(series, points):
+            panel.line([x for x, _ in line], [y for _, y in line], colour)
+            if line and line[0][0] == 0:
+                panel.ring(0, line[0][1], colour)
+            if value(best) is not None:
+                panel.dot(best.step, 100 * value(best), colour)
+        _legend_row(draw, left, top + 350, [(name, colour) for name, colour, _ in series])
+    return _save(image, path)
+
+
+def fitted(text: str, width: float, font) -> str:
+    """``text``, its start cut to "..." if it is wider than ``width`` pixels: a long path keeps its end."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    while len(text) > 4 and probe.textlength(text, font=font) > width:
+        text = "..." + text[4:]
+    return text
+
+
+def _legend_row(draw: ImageDraw.ImageDraw, x: int, y: int, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
+    font = _font(13)
+    for label, colour in entries:
+        draw.rectangle([x, y, x + 14, y + 14], fill=colour)
+        draw.text((x + 20, y + 7), label, fill=(0, 0, 0), font=font, anchor="lm")
+        x += 20 + int(draw.textlength(label, font=font)) + 24
 
 
 def tradeoff_curves(runs: list[RunLog]) -> list[list[tuple[float, float]]]:

@@ -10,7 +10,7 @@ from . import distributed
 from ..files import atomic_write_text, check_output
 from .pretrain import TOY_CAPTION_WEIGHT, pretrain
 from .toybase import toy_base
-from .folder import claim, remove_stale
+from .folder import claim, remove_stale, write_metrics_csv
 from .runlock import check_run_folder, move_aside, own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
 from .config import TrainConfig, check
@@ -55,6 +55,8 @@ def run(config: TrainConfig) -> dict:
         with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
             summary = _run(config)
             if main:
+                if config.objective != "clip":  # pretraining logs no evaluations to draw
+                    picture_run(Path(config.out), config.trade_off_a)
                 remove_stale(Path(config.out))
             return summary
     finally:
@@ -75,6 +77,19 @@ def _run(config: TrainConfig) -> dict:
         world, tasks = toy_world()
         base = toy_base(world)
     return finetune(config, base, world / "concadia", list(config.transfer) or tasks)
+
+
+def picture_run(out: Path, a: float) -> None:
+    """A finished fine-tuning run's curves as a picture (curves.png) and its evaluations as a table (metrics.csv).
+
+    ``a`` is the run's Appendix C trade-off, so the step marked is the one it selected.
+    """
+    from ..report.figures import figure_run
+    from ..report.selection import read_run
+
+    table = write_metrics_csv(out)
+    picture = figure_run(read_run(out, a), claim(out / "curves.png"))
+    print(f"wrote {picture} (accuracy and transfer F1 over training, the selected step marked) and {table}")
 
 
 # Commands that train many runs (eval.py table, eval.py search) leave in each run folder a stamp
