@@ -96,6 +96,18 @@ class Panel:
         self.draw.ellipse([px - radius, py - radius, px + radius, py + radius], fill=(255, 255, 255), outline=colour,
                           width=2)
 
+    def arrowhead(self, start: tuple[float, float], end: tuple[float, float], colour, size: int = 7) -> None:
+        """A small triangle halfway along the segment from ``start`` to ``end`` (data coordinates), pointing to ``end``."""
+        (x0, y0), (x1, y1) = self.xy(*start), self.xy(*end)
+        length = math.hypot(x1 - x0, y1 - y0)
+        if length < 3 * size:  # too short to carry one legibly
+            return
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        tip_x, tip_y = (x0 + x1) / 2 + ux * size / 2, (y0 + y1) / 2 + uy * size / 2
+        back_x, back_y = tip_x - ux * size * 1.6, tip_y - uy * size * 1.6
+        self.draw.polygon([(tip_x, tip_y), (back_x - uy * size, back_y + ux * size), (back_x + uy * size, back_y - ux * size)],
+                          fill=colour)
+
     def step_line(self, x: float, label: str) -> None:
         """A vertical grey line at step ``x``, labelled at its top."""
         left, top, right, bottom = self.box
@@ -218,25 +230,46 @@ def tradeoff_curves(runs: list[RunLog]) -> list[list[tuple[float, float]]]:
             for run in runs]
 
 
+FIGURE4_PANEL = (80, 90, 680, 530)  # Figure 4's plot area, left, top, right, bottom: most of its canvas
+
+
 def figure_tradeoff(runs: list[RunLog], path: str | Path) -> Path:
-    """Figure 4: the transfer score (y) over the Concadia accuracy (x), a curve per run, its selected point dotted."""
+    """Figure 4: the transfer score (y) over the Concadia accuracy (x), a curve per run in step order.
+
+    Each curve starts at a ring (the base, step 0), carries arrowheads in the direction of training,
+    and has a dot at the step Appendix C selects.
+    """
     colours = setting_colours(runs)
     curves = tradeoff_curves(runs)
-    image = Image.new("RGB", (70 + 470 + 230, 40 + 440), "white")
+    left, top, right, bottom = FIGURE4_PANEL
+    image = Image.new("RGB", (right + 270, bottom + 60), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((20, 10), "Figure 4: transfer score over Concadia accuracy, a curve per run", fill=(0, 0, 0), font=_font(15))
+    draw.text((20, 14), "Figure 4: transfer score over Concadia accuracy, a curve per run", fill=(0, 0, 0), font=_font(15))
     xs = [100 * x for points in curves for x, _ in points] or [0.0, 100.0]
     ys = [100 * y for points in curves for _, y in points] or [0.0, 100.0]
-    panel = Panel(draw, (70, 100, 470, 400), _limits(xs), _limits(ys), "transfer score vs. accuracy",
+    panel = Panel(draw, FIGURE4_PANEL, _limits(xs), _limits(ys), "",
                   "Concadia Desc>Cap accuracy (validation, %)", "transfer score (%)")
     for run, points in zip(runs, curves):
-        panel.line([100 * x for x, _ in points], [100 * y for _, y in points], colours[run.setting])
+        colour = colours[run.setting]
+        xy = [(100 * x, 100 * y) for x, y in points]
+        panel.line([x for x, _ in xy], [y for _, y in xy], colour)
+        for start, end in zip(xy, xy[1:]):
+            panel.arrowhead(start, end, colour)
+        if xy and run.base.transfer_score is not None:
+            panel.ring(*xy[0], colour)
         best = run.best
         if best.transfer_score is not None:
-            panel.dot(100 * best.accuracy, 100 * best.transfer_score, colours[run.setting], radius=5)
-    legend_x = 70 + 470
-    _legend(draw, legend_x, 100, [(setting_label(s), c) for s, c in colours.items()])
-    draw.text((legend_x, 100 + 22 * len(colours) + 10), "a curve per run (seed),\nin step order\ndot: its selected step",
+            panel.dot(100 * best.accuracy, 100 * best.transfer_score, colour, radius=6)
+    legend_x = right + 30
+    _legend(draw, legend_x, top, [(setting_label(s), c) for s, c in colours.items()])
+    key_top = top + 22 * len(colours) + 20
+    grey = (90, 90, 90)
+    draw.ellipse([legend_x + 1, key_top + 1, legend_x + 13, key_top + 13], fill=(255, 255, 255), outline=grey, width=2)
+    draw.polygon([(legend_x + 1, key_top + 24), (legend_x + 13, key_top + 30), (legend_x + 1, key_top + 36)], fill=grey)
+    draw.ellipse([legend_x + 1, key_top + 45, legend_x + 13, key_top + 57], fill=grey)
+    for row, text in enumerate(("start: the base (step 0)", "the direction of training", "the selected step (App. C)")):
+        draw.text((legend_x + 22, key_top + 7 + 22 * row), text, fill=(0, 0, 0), font=_font(13), anchor="lm")
+    draw.text((legend_x, key_top + 80), "a curve per run (seed),\nits evaluations in step order",
               fill=(60, 60, 60), font=_font(12))
     return _save(image, path)
 
