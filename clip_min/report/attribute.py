@@ -13,6 +13,7 @@ word's mean rating (clip_min/data/norms.py), Pearson r and Spearman rho over the
 
 from __future__ import annotations
 
+import html
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
 from .correlation import correlate_with_norms, format_correlation_table
 from ..files import atomic_write_text, check_output
-from .html import ansi_line, attribution_page, html_words, image_data_uri, table_html
+from .html import ansi_line, attribution_page, html_words, image_data_uri, page_scale, table_html
 
 
 def add_commands(subparsers) -> None:
@@ -142,13 +143,12 @@ def attribute_command(args) -> int:
         pixels = torch.stack([preprocess(load_image(path), resolution) for path in images]).to(device)
         image_features = model.encode_image(pixels).float()  # (n_images, embed_dim)
 
-    color = sys.stdout.isatty()
     words_by: dict[tuple[str, str], list[tuple[str, float]]] = {}  # (attribution, text kind) -> words
-    sections, worst_gap = [], 0.0
+    shown, worst_gap = [], 0.0  # shown: per text, its label, (name, words) per attribution, C and C(x')
     for item in items:
         tokens = tokenize(item.text, model.config.context_length, truncate=True).to(device)
         features = image_features[item.image_index : item.image_index + 1]
-        lines = []
+        rows = []
         for name, site in kinds:
             with autocast():
                 if site is None:
@@ -160,13 +160,21 @@ def attribute_command(args) -> int:
                     result = mediated_integrated_gradients(model, features, tokens, *site, steps=args.steps)
             words = word_attributions(tokens[0].cpu(), result.attributions[0])
             words_by.setdefault((name, item.kind), []).extend(words)
-            print(f"{name:>11} | {ansi_line(words, color)}")
-            lines.append(f"<div><span class='label'>{name}</span>{html_words(words)}</div>")
-        kind = item.kind[:-1]  # "description", "caption", "text"
-        c, c_baseline = float(result.score[0]), float(result.baseline_score[0])
-        print(f"{'':>11} | {kind}: C(im, text) = {c:.3f}, C(im, x') = {c_baseline:.3f}")
-        sections.append(f"<section><img src='{image_data_uri(item.image)}' alt=''><div class='label'>{kind} · "
-                        f"C = {c:.3f}</div>{''.join(lines)}<br style='clear:both'></section>")
+            rows.append((name, words))
+        label = item.kind[:-1] if item.kind != "texts" else f"text {len(shown) + 1}"  # "description", "text 2"
+        shown.append((item, label, rows, float(result.score[0]), float(result.baseline_score[0])))
+
+    scale = page_scale([words for _, _, rows, _, _ in shown for _, words in rows])
+    color = sys.stdout.isatty()
+    sections = []
+    for item, label, rows, c, c_baseline in shown:
+        for name, words in rows:
+            print(f"{name:>11} | {ansi_line(words, color, scale)}")
+        print(f"{'':>11} | {label}: C(im, text) = {c:.3f}, C(im, x') = {c_baseline:.3f}")
+        lines = "".join(f"<div class='row'><span class='label'>{html.escape(label)}, {name}</span>"
+                        f"<span>{html_words(words, scale)}</span></div>" for name, words in rows)
+        sections.append(f"<section><img src='{image_data_uri(item.image)}' alt=''><div><div class='label'>"
+                        f"{html.escape(label)} · C = {c:.3f}</div>{lines}</div></section>")
     print(f"completeness (Eq. 6): the words' attributions add up to C(x) - C(x') within {100 * worst_gap:.2f}%"
           + ("" if worst_gap < 0.01 else "; raise --steps for a closer sum"))
 
@@ -180,6 +188,6 @@ def attribute_command(args) -> int:
     if args.html:
         if table:
             sections.append("<h2>Correlation with word norms (Table 3)</h2>" + table_html(table))
-        atomic_write_text(args.html, attribution_page("Word attributions (integrated gradients)", sections))
+        atomic_write_text(args.html, attribution_page("Word attributions (integrated gradients)", sections, scale))
         print(f"wrote {args.html}")
     return 0
