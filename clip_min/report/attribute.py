@@ -23,6 +23,7 @@ import torch
 from ..attribution import DEFAULT_STEPS, integrated_gradients, mediated_integrated_gradients, word_attributions
 from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
+from ..data.toy import CONCADIA_SUBDIR, CONCRETENESS_FILE, NORMS_FILE
 from ..images import ImageLoadError, load_image, preprocess
 from ..tokenizer import tokenize
 from ..train.device import mixed_precision, resolve_device
@@ -73,16 +74,16 @@ class _Item:
     image_index: int  # which row of the image features
 
 
-def _items(args) -> tuple[list[_Item], list[Path], Path | None]:
-    """The texts to attribute, the images they go with, and the default imageability norms (toy world only)."""
+def _items(args) -> tuple[list[_Item], list[Path], tuple[Path | None, Path | None]]:
+    """The texts to attribute, the images they go with, and the default norms files (the toy world's, else none)."""
     if args.text is not None:
         image = Path(args.image)
-        return [_Item("texts", text, image, 0) for text in args.text], [image], None
-    norms = None
+        return [_Item("texts", text, image, 0) for text in args.text], [image], (None, None)
+    norms = (None, None)
     data = args.data
     if data is None:
         world, _ = toy_world()
-        data, norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
+        data, norms = world / CONCADIA_SUBDIR, (world / NORMS_FILE, world / CONCRETENESS_FILE)
     examples, _ = read_concadia(data, args.split, args.images)
     examples = decodable(examples, args.limit)
     if not examples:
@@ -126,8 +127,8 @@ def attribute_command(args) -> int:
         inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
                                                                   "concreteness")]
         check_output(args.html, "--html", inputs, holds=False)
-    items, images, toy_norms = _items(args)
-    norms = load_norms(args.norms or toy_norms, args.concreteness)
+    items, images, (toy_imageability, toy_concreteness) = _items(args)
+    norms = load_norms(args.norms or toy_imageability, args.concreteness or toy_concreteness)
 
     device = resolve_device(args.device)
     loaded = load_model(args.weights, args.run, device, args.step)

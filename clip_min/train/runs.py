@@ -16,6 +16,7 @@ import torch
 
 from . import selected
 from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig, as_recorded
+from ..data.toy import toy_world_dir
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
@@ -166,6 +167,12 @@ def _base_model(folder: Path, config: dict, device: str) -> tuple[CLIP, str]:
         raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild the model; "
                        "the run folder is damaged")
     base = config["weights"]
+    if isinstance(base, str) and not Path(base).exists() and Path(base) == toy_world_dir() / "base" / "weights.pt":
+        # The toy base lives in the cache, which a cleared cache or a new toy world empties: unpack it again.
+        from .pipeline import toy_world
+        from .toybase import toy_base
+
+        toy_base(toy_world()[0])
     if not isinstance(base, str) or not Path(base).exists():
         raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
     model, weights_id = load_weights(base, device)
