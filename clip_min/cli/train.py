@@ -83,11 +83,19 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> TrainCo
     p.add_argument("--resume", metavar="DIR",
                    help="go on with the run in DIR from its checkpoint, with its saved configuration; "
                         "flags given must agree with it, except how long, how often and on which device")
-    given = vars(p.parse_args(argv))
+    return config_from_flags(vars(p.parse_args(argv)))
+
+
+def config_from_flags(given: dict) -> TrainConfig:
+    """The TrainConfig of the flags given (by field name), as train.py reads them; the Python API's fit too.
+
+    A flag left out takes TrainConfig's default, or with --resume the run's saved value.
+    """
+    given = dict(given)
     if given.get("objective") == "clip":
         given.setdefault("finetune", "full")  # pretraining trains every weight; --finetune lora is refused
     if "transfer" in given:
-        given["transfer"] = tuple(given["transfer"])
+        given["transfer"] = tuple(given["transfer"] or ())
     if given.get("resume"):
         given = {**saved_flags(given["resume"]), **given}
     given["out"] = given.get("out") or given.get("resume") or "runs/latest"

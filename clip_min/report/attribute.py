@@ -13,7 +13,6 @@ word's mean rating (clip_min/data/norms.py), Pearson r and Spearman rho over the
 
 from __future__ import annotations
 
-import html
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
 from .correlation import correlate_with_norms, format_correlation_table
 from ..files import atomic_write_text, check_output
-from .html import ansi_line, attribution_page, html_words, image_data_uri, page_scale, table_html
+from .html import ansi_line, attribution_page, page_scale, table_html, text_section
 
 
 def add_commands(subparsers) -> None:
@@ -172,10 +171,7 @@ def attribute_command(args) -> int:
         for name, words in rows:
             print(f"{name:>11} | {ansi_line(words, color, scale)}")
         print(f"{'':>11} | {label}: C(im, text) = {c:.3f}, C(im, x') = {c_baseline:.3f}")
-        lines = "".join(f"<div class='row'><span class='label'>{html.escape(label)}, {name}</span>"
-                        f"<span>{html_words(words, scale)}</span></div>" for name, words in rows)
-        sections.append(f"<section><img src='{image_data_uri(item.image)}' alt=''><div><div class='label'>"
-                        f"{html.escape(label)} · C = {c:.3f}</div>{lines}</div></section>")
+        sections.append(text_section(item.image, label, c, rows, scale))
     print(f"completeness (Eq. 6): the words' attributions add up to C(x) - C(x') within {100 * worst_gap:.2f}%"
           + ("" if worst_gap < 0.01 else "; raise --steps for a closer sum"))
 

@@ -51,6 +51,16 @@ def html_words(words: list[tuple[str, float]], scale: float) -> str:
     return " ".join(spans)
 
 
+def text_section(image: str | Path | None, label: str, c: float, rows: list[tuple[str, list[tuple[str, float]]]],
+                 scale: float) -> str:
+    """One text on an attribution page: the image, "label · C", and a labelled row of words per attribution."""
+    lines = "".join(f"<div class='row'><span class='label'>{html.escape(label)}, {html.escape(name)}</span>"
+                    f"<span>{html_words(words, scale)}</span></div>" for name, words in rows)
+    picture = f"<img src='{image_data_uri(image)}' alt=''>" if image is not None else ""
+    return (f"<section>{picture}<div><div class='label'>{html.escape(label)} · C = {c:.3f}</div>{lines}</div>"
+            "</section>")
+
+
 def page(title: str, style: str, parts: list[str]) -> str:
     """A standalone HTML page: the title as heading, then the parts (HTML fragments), one a line."""
     return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
