@@ -29,10 +29,8 @@ from .images import load_image, preprocess
 from .model import CLIP
 from .train.config import TrainConfig
 
-# The models the API hands out are clip_min.train.runs.LoadedRun: .model, .rotation, .step, .config, .folder.
-
-# fit's options that name a file or folder, which it takes as a str or a Path.
-PATH_FIELDS = ("weights", "data", "images", "out", "resume")
+# The models the API hands out and takes are clip_min.train.runs.LoadedRun: .model, .rotation, .step,
+# .config, .folder, and the identity of the weights, under which image features are cached.
 
 
 def toy_world() -> Path:
@@ -68,10 +66,11 @@ def load_run(folder: str | os.PathLike, step: str = "selected", device: str = "a
 
 
 def _model(loaded) -> CLIP:
-    model = getattr(loaded, "model", loaded)
-    if not isinstance(model, CLIP):
+    from .train.runs import LoadedRun
+
+    if not isinstance(loaded, LoadedRun):
         raise UserError(f"expected a model from clip_min.load_base or clip_min.load_run, got {type(loaded).__name__}")
-    return model.eval()
+    return loaded.model.eval()
 
 
 def _device(model: CLIP) -> str:
@@ -88,7 +87,7 @@ def preference(loaded, data: str | os.PathLike | None = None, split: str = "test
 
     model = _model(loaded)
     with as_user_errors():
-        config = getattr(loaded, "config", {})
+        config = loaded.config
         folder, images = (data, None) if data is not None else (config.get("data"), config.get("images"))
         folder = Path(folder) if folder else toy_world() / "concadia"
         with notes_to_stderr():
@@ -227,7 +226,7 @@ def attribute(loaded, image, texts, mediated: bool = False, steps: int | None = 
         steps = DEFAULT_STEPS if steps is None else steps
         if steps < 2:
             raise ValueError(f"steps must be at least 2, got {steps}")
-        site = getattr(loaded, "das_site", lambda: None)() if mediated else None
+        site = loaded.das_site() if mediated else None
         if mediated and site is None:
             raise ValueError("mediated=True needs the DAS rotation of an IIT-DAS or joint run: load one with clip_min.load_run")
         features = _image_features(model, [decoded]).to(_device(model))  # (1, D)
@@ -259,12 +258,11 @@ def fit(**options) -> dict:
 
     names = {f.name for f in fields(TrainConfig)}
     with as_user_errors():
-        for name, value in options.items():
+        for name in options:
             if name not in names:
                 raise ValueError(f"fit: no option {name!r} (train.py has no --{name.replace('_', '-')}); "
                                  "the options are train.py's flags, python train.py --help lists them")
-            if name in PATH_FIELDS and isinstance(value, os.PathLike):
-                options[name] = os.fspath(value)
+        options = {name: os.fspath(value) if isinstance(value, os.PathLike) else value for name, value in options.items()}
         if "transfer" in options:
             options["transfer"] = [os.fspath(folder) for folder in options["transfer"] or ()]
         for name, value in options.items():

@@ -95,6 +95,8 @@ def test_score_is_every_image_with_every_text(setup, tmp_path):
         clip_min.score(run, tmp_path / "missing.png", TEXTS)
     with pytest.raises(clip_min.UserError, match="each a non-empty string"):
         clip_min.score(run, red, ["", "x"])
+    with pytest.raises(clip_min.UserError, match="expected a model from clip_min.load_base or clip_min.load_run"):
+        clip_min.score(run.model, red, TEXTS)
 
 
 def test_attribute_labels_texts_and_shares_out_the_score(setup, tmp_path):
