@@ -223,9 +223,7 @@ def attribute(loaded, image, texts, mediated: bool = False, steps: int | None = 
         if isinstance(image, (list, tuple)):
             raise ValueError("attribute scores its texts with one image: give one path or PIL image")
         ((label, decoded),) = _image_list(image)
-        steps = DEFAULT_STEPS if steps is None else steps
-        if steps < 2:
-            raise ValueError(f"steps must be at least 2, got {steps}")
+        steps = DEFAULT_STEPS if steps is None else steps  # integrated_gradients refuses fewer than 2
         site = loaded.das_site() if mediated else None
         if mediated and site is None:
             raise ValueError("mediated=True needs the DAS rotation of an IIT-DAS or joint run: load one with clip_min.load_run")

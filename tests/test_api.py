@@ -114,3 +114,5 @@ def test_attribute_labels_texts_and_shares_out_the_score(setup, tmp_path):
     assert words.save(tmp_path / "page.html").read_text() == words.html()
     with pytest.raises(clip_min.UserError, match="mediated=True needs the DAS rotation"):
         clip_min.attribute(run, image, TEXTS[0], mediated=True)
+    with pytest.raises(clip_min.UserError, match="steps must be at least 2"):
+        clip_min.attribute(run, image, TEXTS[0], steps=1)
