@@ -40,17 +40,20 @@ def inside(folder: str | Path, name: object) -> Path | None:
     Every reader that joins a name taken from a file (a Concadia filename, a Food-101 list
     entry, an img_file column, an image found in a class folder) goes through here. Checking the
     string alone ("..", a leading "/") lets a symlink out, so the check is on the resolved path.
-    A name that is not a string, holds a NUL, or is one the file system refuses is None too.
+    A name that is not a string, holds a NUL, or is one the file system refuses is None too. A
+    link that loops leads nowhere, so it is returned like a missing file, for the caller to count
+    as one (the image opener, :func:`open_whole`, cannot open it either).
     """
     if not isinstance(name, str) or not name or "\0" in name:
         return None
     try:
         root = os.path.realpath(folder)
         target = os.path.realpath(os.path.join(root, name))
-        os.stat(target)  # ENAMETOOLONG and the like surface here; a missing file is the caller's to count
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError):
+        os.stat(target)  # ENAMETOOLONG and the like surface here
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ELOOP):  # missing, or a link that loops: the caller counts it
+            return None
+    except ValueError:
         return None
     if target == root or os.path.commonpath([root, target]) != root:
         return None
@@ -118,8 +121,8 @@ MAX_MEMO_BYTES = 64 << 20
 def _read_memo() -> dict:
     """cache_root()/hashes.json, or {} if there is none yet or it is damaged: it is only a memo."""
     try:
-        memo = json.loads(read_text_whole(cache_root() / "hashes.json", MAX_MEMO_BYTES, "hash memo"))
-    except (ValueError, RecursionError):  # UnreadableFile is a ValueError too
+        memo = read_json(cache_root() / "hashes.json", MAX_MEMO_BYTES, "hash memo", "it is rebuilt")
+    except UnreadableFile:
         return {}
     return memo if isinstance(memo, dict) else {}
 
@@ -244,8 +247,8 @@ def open_whole(path: str | Path, limit: int | None, what: str = "file") -> Binar
         info = os.fstat(fd)
         kind = stat.S_IFMT(info.st_mode)
         if kind != stat.S_IFREG:
-            raise UnreadableFile(f"the {what} {path} is {NOT_REGULAR.get(kind, 'not a regular file')}, not a file; "
-                                 f"pass the path of the {what} itself")
+            raise UnreadableFile(f"the {what} {path} is {NOT_REGULAR.get(kind, 'not a regular file')}, not a regular "
+                                 "file; check the path, or put the file itself there")
         if limit is not None and info.st_size > limit:
             raise UnreadableFile(f"the {what} {path} is {info.st_size:,} bytes, more than a {what} can plausibly be "
                                  f"({limit:,} at most); check that the path names the right file")
@@ -277,6 +280,17 @@ def read_text_whole(path: str | Path, limit: int, what: str = "file") -> str:
     except UnicodeDecodeError as err:
         raise UnreadableFile(f"the {what} {path} is not UTF-8 text (byte {err.start:,} is {data[err.start]:#04x}); "
                              f"save it as UTF-8, or check that the path names the right file") from None
+
+
+def read_json(path: str | Path, limit: int, what: str, fix: str) -> object:
+    """A JSON file read whole (:func:`read_text_whole`) and parsed; ``fix`` says what to do if it is not JSON."""
+    text = read_text_whole(path, limit, what)
+    try:
+        return json.loads(text)
+    except RecursionError:  # json recurses once per level: a line of 100,000 "[" exhausts the stack
+        raise UnreadableFile(f"the {what} {path} is JSON nested too deeply to be a {what}; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise UnreadableFile(f"the {what} {path} is not valid JSON ({err.msg} at line {err.lineno}); {fix}") from None
 
 
 def doubled_name(names: list[str]) -> str | None:

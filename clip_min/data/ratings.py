@@ -9,6 +9,7 @@ irrelevance) and per group of raters, the cells of the paper's Table 2.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .concadia import DataError
+from ..files import UnreadableFile, read_text_whole
+from ..tokenizer import empty_once_cleaned
 
 BLV_FILE = "blv_data_criticaltrials.csv"
 SIGHTED_FILE = "sighted_data_criticaltrials.csv"
@@ -37,6 +40,8 @@ GROUPS = {
 # Sighted raters were asked to imagine the image only before they saw it.
 NOT_ASKED = {("imaginability", "sighted, with image")}
 KEY_COLUMNS = ("context", "img_id", "description")
+# Kreiss et al.'s CSV files are a few MB; a score --pairs CSV of a million rows is about 200 MB.
+MAX_CSV_BYTES = 1 << 30
 
 Description = tuple[str, str, str]  # (context, img_id, description text with whitespace collapsed)
 
@@ -131,21 +136,20 @@ def read_ratings(folder: str | Path) -> Ratings:
 def read_csv(path: Path, needed: list[str]) -> list[dict]:
     """Rows of a CSV file as dicts; a file without the needed columns is an error naming them."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file)
-            missing = [c for c in needed if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is this the released {path.name}?")
-            return list(reader)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; is this the released CSV file?") from None
+        reader = csv.DictReader(io.StringIO(read_text_whole(path, MAX_CSV_BYTES, "CSV file"), newline=""))
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is this the released {path.name}?")
+        return list(reader)
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
 
 
 def description_key(row: dict) -> Description | None:
     img_id, text = (row.get("img_id") or "").strip(), " ".join((row.get("description") or "").split())
-    if not img_id or not text:
+    if not img_id or empty_once_cleaned(text):
         return None
     return (row.get("context") or "").strip(), img_id, text
 

@@ -23,7 +23,7 @@ from ..attribution import DEFAULT_STEPS, integrated_gradients, mediated_integrat
 from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
 from ..images import ImageLoadError, load_image, preprocess
-from ..tokenizer import tokenize
+from ..tokenizer import EMPTY_TEXT, empty_once_cleaned, tokenize
 from ..train.device import mixed_precision, resolve_device
 from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
@@ -121,6 +121,9 @@ def attribute_command(args) -> int:
         raise ValueError("--text and --image go together: the text is scored against the image")
     if args.text is not None and args.data is not None:
         raise ValueError("give either --text with --image, or --data, not both")
+    empty = [text for text in args.text or [] if empty_once_cleaned(text)]
+    if empty:
+        raise ValueError(f"--text {empty[0]!r} is empty once cleaned ({EMPTY_TEXT}); give texts with words")
     if args.html:
         inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
                                                                   "concreteness")]

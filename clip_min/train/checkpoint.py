@@ -32,6 +32,7 @@ resumed run another experiment, so it is refused and the differing fields are na
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,13 +40,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_save
+from ..files import UnreadableFile, atomic_save, load_tensors
+from ..weights import MAX_WEIGHTS_BYTES
 from .config import as_recorded
 
 NAME = "checkpoint.pt"
 FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
 # TrainConfig fields a resumed run may change: e.g. --max-steps or --epochs to train longer.
 MAY_CHANGE = ("out", "resume", "epochs", "max_steps", "eval_every", "checkpoint_every", "device")
+# A checkpoint holds the trained tensors four times at most (themselves, Adam's two moments, the
+# selected step's copy), and they are never more than the model.
+MAX_CHECKPOINT_BYTES = 4 * MAX_WEIGHTS_BYTES
 
 
 class CheckpointError(ValueError):
@@ -143,10 +148,12 @@ def save(folder: Path, run: dict, progress: Progress, model: torch.nn.Module, ro
 def read(folder: Path, run_config: dict, weights_id: str) -> dict:
     """The checkpoint in ``folder``, checked whole and taken with ``run_config`` (up to MAY_CHANGE)."""
     path = Path(folder) / NAME
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"--resume {folder}: there is no {NAME} in it to resume from; start the run without --resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+    except UnreadableFile as err:
+        raise CheckpointError(f"{err}; nothing was changed") from None
     except Exception as err:  # a damaged zip or pickle surfaces as many exception types
         raise CheckpointError(f"{path} is truncated or damaged ({type(err).__name__}: it cannot be read); nothing was "
                               "changed: restore a copy of it, or start again with another --out") from None

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import distributed
-from ..files import atomic_write_text, check_output
+from ..files import UnreadableFile, atomic_write_text, check_output, read_whole
 from .pretrain import TOY_CAPTION_WEIGHT, pretrain
 from .toybase import toy_base
 from .runlock import check_run_folder, file_ids, move_aside, own_run_folder, remove_stale
@@ -88,7 +88,12 @@ def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
     """Whether ``config.out`` holds a finished run that the same ``request`` started."""
     folder = Path(config.out)
     stamp = folder / stamp_name
-    return (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request
+    if not ((folder / "summary.json").is_file() and stamp.is_file()):
+        return False
+    try:
+        return read_whole(stamp, len(request.encode()), "request stamp") == request.encode()
+    except UnreadableFile:  # longer than the request, or unreadable: not this request's, so the run is done again
+        return False
 
 
 def run_stamped(config: TrainConfig, request: str, stamp_name: str) -> dict:
