@@ -101,17 +101,27 @@ def read_food101_layout(root: str | Path, split: str = "test", name: str | None 
 
 def read_task(path: str | Path, split: str = "test") -> TransferTask:
     """Read a task folder in any of the three released layouts, told apart by their files."""
+    layout, root = task_layout(path)
+    if layout == "food101":
+        return read_food101_layout(root, split, name=Path(path).name)
+    if layout == "cifar100":
+        return read_cifar100(root, split)
+    return read_imagenet_layout(root)
+
+
+def task_layout(path: str | Path) -> tuple[str, Path]:
+    """Which released layout a task folder is in (food101, cifar100 or imagenet), and the folder that holds it."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"transfer task folder not found: {path}")
     for root in (path, path / "food-101"):
         if (root / "meta" / "classes.txt").is_file():
-            return read_food101_layout(root, split, name=path.name)
+            return "food101", root
     for root in (path, path / "cifar-100-python"):
         if (root / "meta").is_file():
-            return read_cifar100(root, split)
+            return "cifar100", root
     if any(SYNSET.fullmatch(child.name) for child in path.iterdir() if child.is_dir()):
-        return read_imagenet_layout(path)
+        return "imagenet", path
     raise DataError(
         f"{path}: not a transfer task folder in a known layout; expected Food-101's meta/classes.txt, "
         "CIFAR-100's cifar-100-python/{test,meta}, or ImageNet's n01440764/-style class folders"
