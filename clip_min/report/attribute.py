@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..attribution import DEFAULT_STEPS, integrated_gradients, mediated_integrated_gradients, word_attributions
+from ..attribution import DEFAULT_STEPS, check_steps, integrated_gradients, mediated_integrated_gradients, word_attributions
 from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
 from ..images import ImageLoadError, load_image, preprocess
@@ -113,8 +113,7 @@ def attribute_command(args) -> int:
     """The ``attribute`` subcommand: attribute, print, optionally write HTML and correlate with norms."""
     if args.weights is not None and args.run is not None:
         raise ValueError("give --weights or --run, not both: a run folder names its own base weights")
-    if args.steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    check_steps(args.steps)
     if args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     if (args.text is None) != (args.image is None):

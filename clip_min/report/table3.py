@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attribution import (BASELINES, RULES, integrated_gradients, mediated_integrated_gradients, token_attributions,
-                           word_attributions)
+from ..attribution import (BASELINES, RULES, check_steps, integrated_gradients, mediated_integrated_gradients,
+                           token_attributions, word_attributions)
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.norms import load_norms
 from ..images import load_image, preprocess
@@ -225,8 +225,8 @@ def table3_command(args) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
-    if args.steps is not None and args.steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    if args.steps is not None:
+        check_steps(args.steps)
     device = resolve_device(args.device)
     config = load_run(args.runs[0], device, args.step).config
     # Runs from before the recipes were recorded followed the paper's.
