@@ -159,12 +159,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def _read_identified(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, str]:
     """:func:`read_state_dict`, and the fingerprint of the bytes read (see :func:`load_weights`)."""
-    folder = path if path.is_dir() else None
-    if not os.path.lexists(path):  # a link that leads nowhere or loops is the reader's to name
-        raise WeightsError(f"{path}: no such file or folder; check the path")
-    if path.is_dir():
+    folder = path if os.path.isdir(path) else None  # os.path: a name too long is no folder, not an error
+    if folder is not None:
         config_file = path / "config.json"
-        if not config_file.is_file():
+        if not os.path.lexists(config_file):
             raise WeightsError(f"{path}: a folder without config.json; pass a Hugging Face CLIP folder or a checkpoint file")
         path = _hf_weight_file(path)
     else:  # a Hugging Face weight file passed on its own may still have its config beside it
@@ -180,7 +178,7 @@ def _read_identified(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, 
     hf_config = None
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         state_dict = openai_from_hf(state_dict)
-        if config_file.is_file():
+        if os.path.lexists(config_file):
             hf_config, digests[config_file.name] = _read_hf_config(config_file)
             _check_hf_activation(hf_config, path)
     state_dict = {key: value for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
@@ -462,7 +460,7 @@ def _read_hf_config(path: Path) -> tuple[dict, str]:
 
 def _hf_weight_file(folder: Path) -> Path:
     for name in HF_WEIGHT_FILES:
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             return folder / name
     raise WeightsError(f"{folder}: has config.json but neither {' nor '.join(HF_WEIGHT_FILES)}; download the weights into it")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ def read_ratings(folder: str | Path) -> Ratings:
         raise DataError(f"ratings folder not found: {folder}; pass --ratings the behavioral_data/ folder")
     tables: dict[str, list[dict]] = {}
     for name in (BLV_FILE, SIGHTED_FILE):
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             groups = [g for g, (file, _) in GROUPS.items() if file == name]
             needed = list(KEY_COLUMNS) + [c for g in groups for c in rating_columns(g).values()]
             tables[name] = read_csv(folder / name, needed)
@@ -126,7 +127,7 @@ def read_ratings(folder: str | Path) -> Ratings:
             ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] += \
                 len(sighted_keys - blv_rated)
     # The BLV file does not name the image files; all_descriptions.csv and the sighted file do.
-    mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if (folder / DESCRIPTIONS_FILE).is_file() else []
+    mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if os.path.lexists(folder / DESCRIPTIONS_FILE) else []
     for row in mapping_rows + [r for r in tables.get(SIGHTED_FILE, []) if r.get("img_file")]:
         if row.get("img_id") and row.get("img_file"):
             ratings.image_files.setdefault(row["img_id"].strip(), row["img_file"].strip())

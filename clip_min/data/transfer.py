@@ -115,7 +115,7 @@ def task_layout(path: str | Path) -> tuple[str, Path]:
     if not path.is_dir():
         raise DataError(f"transfer task folder not found: {path}")
     for root in (path, path / "food-101"):
-        if (root / "meta" / "classes.txt").is_file():
+        if os.path.lexists(root / "meta" / "classes.txt"):
             return "food101", root
     for root in (path, path / "cifar-100-python"):
         if (root / "meta").is_file():

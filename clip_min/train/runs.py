@@ -21,7 +21,7 @@ from ..files import UnreadableFile, load_tensors, read_json
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
-from ..weights import MAX_WEIGHTS_BYTES, WeightsError, check_vocabulary, load_clip, load_weights
+from ..weights import MAX_WEIGHTS_BYTES, check_vocabulary, load_clip, load_weights
 
 
 class RunError(ValueError):
@@ -282,8 +282,6 @@ def load_model(weights: str | None, run: str | None, device: str = "cpu", step: 
 
         world, _ = toy_world()
         weights = str(toy_base(world))
-    if not os.path.lexists(weights):
-        raise WeightsError(f"{weights}: no such file or folder; pass --weights an OpenAI or Hugging Face CLIP checkpoint")
     model, weights_id = load_weights(weights, device)
     check_vocabulary(model, weights)
     return LoadedRun(model, None, {"weights": str(weights)}, Path(weights), weights_id=weights_id)
