@@ -174,7 +174,7 @@ def describe_os_error(err: OSError) -> str:
     }.get(err.errno, "check the path and the disk")
     try:
         in_cache = err.filename is not None and Path(err.filename).resolve().is_relative_to(cache_root().resolve())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: Path.resolve meeting a link that loops
         in_cache = False
     if in_cache:
         hint += f"; clip_min's cache is {cache_root()} (set CLIP_MIN_CACHE to a writable folder to move it)"

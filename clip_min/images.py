@@ -112,7 +112,8 @@ def preprocess(image: Image.Image, resolution: int = 224) -> torch.Tensor:
     top = int(round((image.height - resolution) / 2.0))
     left = int(round((image.width - resolution) / 2.0))
     image = image.crop((left, top, left + resolution, top + resolution))
-    pixels = np.asarray(to_rgb(image), dtype=np.uint8)  # (resolution, resolution, 3)
+    rgb = to_rgb(image)
+    pixels = np.asarray(rgb, dtype=np.uint8)  # (resolution, resolution, 3)
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, res, res) in [0, 1]
     mean = torch.tensor(MEAN).view(3, 1, 1)
     std = torch.tensor(STD).view(3, 1, 1)

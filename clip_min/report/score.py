@@ -62,7 +62,7 @@ def read_pairs(path: Path) -> tuple[list[tuple[Path, str]], Counter]:
     pairs = []
     for row in rows:
         image, text = (row.get("image"), row.get("text")) if isinstance(row, dict) else (None, None)
-        if not isinstance(image, str) or not image.strip() or not isinstance(text, str):
+        if not isinstance(image, str) or not image.strip() or not isinstance(text, str) or not text.strip():
             skipped["rows without an image or a text"] += 1
             continue
         if empty_once_cleaned(text):

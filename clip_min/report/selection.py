@@ -130,7 +130,12 @@ def read_run(folder: str | Path, a: float = TrainConfig.trade_off_a) -> RunLog:
         base_accuracy, base_f1, base_test = first["val_accuracy"], first["transfer_f1"], first["test_accuracy"]
     elif "transfer_f1_before" in summary:
         # No step-0 evaluation: the summary's numbers, whose accuracy is on the test split.
-        base_accuracy, base_f1 = float(summary["concadia_accuracy_before"]), summary["transfer_f1_before"]
+        try:
+            base_accuracy = float(summary["concadia_accuracy_before"])
+            base_f1 = {k: float(v) for k, v in summary["transfer_f1_before"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise RunError(f"{summary_path}: concadia_accuracy_before or transfer_f1_before is not the number and "
+                           "the table of numbers train.py writes; the run folder is damaged") from None
         base_test = base_accuracy
     else:
         raise RunError(f"{folder}: no step-0 evaluation in metrics.jsonl and no summary.json, so no base to compare with")

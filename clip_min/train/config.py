@@ -196,8 +196,7 @@ def check(config: TrainConfig) -> None:
         raise ValueError(f"--val-images must be 0 (the whole split) or more, got {config.val_images}")
     if config.objective == "clip" and config.finetune == "lora":
         raise ValueError("--objective clip --finetune lora: pretraining trains every weight; use --finetune full")
-    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "checkpoint_every", "iit_samples",
-                 "intervention_size"):
+    for name in ("lora_rank", "batch_size", "epochs", "max_steps", "eval_every", "checkpoint_every", "iit_samples"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -214,8 +213,6 @@ def check(config: TrainConfig) -> None:
         raise ValueError(f"--lora-dropout is a probability in [0, 1) (1 would drop every input), got {config.lora_dropout}")
     if not 0 <= config.seed < 2**32:
         raise ValueError(f"--seed must be in [0, 2**32) (numpy's generator takes no other), got {config.seed}")
-    if config.layer is not None and config.layer < 0:
-        raise ValueError(f"--layer is a 0-based text block, got {config.layer}")
     if config.objective not in IIT_OBJECTIVES:
         for name in ("rotation_lr", "iit_samples"):
             if getattr(config, name) is not None:
