@@ -1,4 +1,5 @@
-"""Where clip_min keeps its files, and writing them so that a crash never leaves half of one."""
+"""Where clip_min keeps its files, writing them so that a crash never leaves half of one, and
+reading a file whole only once it is known to be a regular file of a size its format can have."""
 
 from __future__ import annotations
 
