@@ -17,6 +17,8 @@ import torch
 
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.transfer import TransferTask, class_prompts, class_text_features, encode_task, read_task, zero_shot_f1
+from ..files import open_whole
+from ..images import MAX_IMAGE_BYTES
 from ..losses import score
 from ..metrics import preference_accuracy
 from ..model import CLIP
@@ -77,7 +79,7 @@ def split_digest(examples: list[Example]) -> str:
     digest = hashlib.sha256()
     for e in examples:
         digest.update(json.dumps([e.filename, e.description, e.caption]).encode())
-        with open(e.image_path, "rb") as f:
+        with open_whole(e.image_path, MAX_IMAGE_BYTES, "image") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return "sha256:" + digest.hexdigest()
 

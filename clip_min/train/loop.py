@@ -37,8 +37,8 @@ from ..losses import behavioral_loss, iit_loss, iit_loss_rows, joint_loss, score
 from ..metrics import transfer_score
 from ..model import CLIP
 from ..rotation import Rotation
-from ..weights import check_vocabulary, load_weights
-from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, check_against_model, defaults
+from ..weights import load_weights
+from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, defaults
 from .device import mixed_precision, resolve_device, seed_everything
 from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, sample_split,
                          split_accuracy, split_digest, transfer_f1)
@@ -163,9 +163,7 @@ def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> R
     out, main = Path(config.out), distributed.is_main()
     seed_everything(config.seed)
     model, weights_id = load_weights(weights, device)  # the fingerprint of the bytes loaded
-    check_vocabulary(model, weights)
-    config = defaults(config, model.config.text_layers, model.config.text_width)
-    check_against_model(config, model.config)
+    config = defaults(config, model.config.text_layers, model.config.text_width)  # train.py's were checked: pipeline.prepare
     run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
     # A checkpoint to resume from is read and checked before anything in the run folder changes.
     resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
