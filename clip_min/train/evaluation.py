@@ -20,6 +20,7 @@ from ..data.transfer import TransferTask, class_prompts, class_text_features, en
 from ..losses import score
 from ..metrics import preference_accuracy
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import get_tokenizer
 from .features import encode_images, encode_now
 
@@ -91,7 +92,7 @@ def split_scores(model: CLIP, split: Split, device: str, autocast, batch_size: i
         image = split.image_features[rows].to(device)
         texts = torch.cat([split.descriptions[rows], split.captions[rows]]).to(device)
         with autocast():
-            des, cap = model.encode_text(texts).float().chunk(2)
+            des, cap = in_sorted_parts(model.encode_text, texts).float().chunk(2)
         c_des.append(score(image, des, model.logit_scale).cpu())
         c_cap.append(score(image, cap, model.logit_scale).cpu())
     return torch.cat(c_des), torch.cat(c_cap)

@@ -24,6 +24,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from ..losses import behavioral_loss, iit_loss, iit_loss_rows, joint_loss, score
 from ..metrics import transfer_score
 from ..model import CLIP
 from ..rotation import Rotation
+from ..sorted_parts import in_sorted_parts
 from ..weights import check_vocabulary, load_weights
 from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, check_against_model, defaults
 from .device import mixed_precision, resolve_device, seed_everything
@@ -56,13 +58,13 @@ def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image
     """
     logit_scale = model.logit_scale
     if config.objective == "behavioral":
-        des, cap = model.encode_text(torch.cat([descriptions, captions])).float().chunk(2)
+        des, cap = in_sorted_parts(model.encode_text, torch.cat([descriptions, captions])).float().chunk(2)
         return behavioral_loss(c_cap=score(image, cap, logit_scale), c_des=score(image, des, logit_scale))
     if caption_base is not None:
         return one_way_loss(model, rotation, config, image, descriptions, captions, caption_base)
-    cap, des, cap_with_des, des_with_cap = (
-        t.float() for t in interchange_features(model, rotation, captions, descriptions, config.layer, config.intervention_size)
-    )
+    swap = partial(interchange_features, model, rotation, layer=config.layer, k=config.intervention_size)
+    features = in_sorted_parts(swap, captions, descriptions)  # each text with its site, and with its pair's
+    cap, des, cap_with_des, des_with_cap = (t.float() for t in features)
     c_cap, c_des = score(image, cap, logit_scale), score(image, des, logit_scale)
     l_iit = iit_loss(c_cap=c_cap, c_cap_with_des=score(image, cap_with_des, logit_scale),
                      c_des=c_des, c_des_with_cap=score(image, des_with_cap, logit_scale))
@@ -77,8 +79,9 @@ def one_way_loss(model: CLIP, rotation: Rotation, config: TrainConfig, image: to
     logit_scale = model.logit_scale
     pick = caption_base[:, None]  # (B, 1)
     base, source = torch.where(pick, captions, descriptions), torch.where(pick, descriptions, captions)
-    base_f, source_f, patched_f = (t.float() for t in one_way_features(model, rotation, base, source, config.layer,
-                                                                        config.intervention_size))
+    swap = partial(one_way_features, model, rotation, layer=config.layer, k=config.intervention_size)
+    features = in_sorted_parts(swap, base, source)
+    base_f, source_f, patched_f = (t.float() for t in features)
     c_base, c_source = score(image, base_f, logit_scale), score(image, source_f, logit_scale)
     l_iit = iit_loss_rows(c_base=c_base, c_base_with_source=score(image, patched_f, logit_scale), caption_base=caption_base)
     if config.objective == "iit-das":
