@@ -126,7 +126,7 @@ class Variant:
     amp: str = "bf16"  # off (fp32) or bf16 autocast
     loop: bool = False  # train.py's per-step work: batch gathered on the host and copied, loss read back, gradients checked
     fused: bool = False  # Adam(fused=True): one kernel per step instead of one per tensor group
-    bucket: bool = False  # one pass padded to a BUCKETS length, instead of two sorted halves cut to their longest
+    bucket: bool = False  # padded to a BUCKETS length read off the host, instead of cut to the longest text on the GPU
     compile: str | None = None  # torch.compile mode: "default", or "reduce-overhead" (CUDA graphs)
 
 
@@ -235,7 +235,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     def bucketed_loss(image, descriptions, captions, length: int) -> torch.Tensor:
         """Eq. 1 as training.step_loss computes it, with the texts run in one pass cut to ``length``."""
         with autocast():
-            des, cap = model.encode_text_unsorted(torch.cat([descriptions, captions]), length).float().chunk(2)
+            des, cap = model.encode_text(torch.cat([descriptions, captions]), length).float().chunk(2)
             return behavioral_loss(c_cap=score(image, cap, model.logit_scale), c_des=score(image, des, model.logit_scale))
 
     if v.compile and s.compile_backend == "inductor":
