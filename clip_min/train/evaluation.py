@@ -145,6 +145,12 @@ def transfer_f1(model: CLIP, tasks: list[TaskData], prompt: str, device: str, au
     return scores
 
 
+def measure(model: CLIP, split: Split, tasks: list[TaskData], prompt: str, device: str, autocast) -> dict:
+    """Test preference accuracy and transfer F1 of the model as it is."""
+    return dict(accuracy=split_accuracy(model, split, device, autocast),
+                transfer_f1=transfer_f1(model, tasks, prompt, device, autocast))
+
+
 def rounded(value: float | None) -> str:
     """A score to three decimals, or None when there is none (no transfer tasks)."""
     return str(value) if value is None else f"{value:.3f}"
