@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from . import checkpoint, distributed, selected
@@ -61,7 +62,8 @@ def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image
     if caption_base is not None:
         return one_way_loss(model, rotation, config, image, descriptions, captions, caption_base)
     swap = partial(interchange_features, model, rotation, layer=config.layer, k=config.intervention_size)
-    features = in_sorted_parts(swap, captions, descriptions)  # each text with its site, and with its pair's
+    with parametrize.cached():  # R computed once for all the parts, not once a part
+        features = in_sorted_parts(swap, captions, descriptions)  # each text with its site, and with its pair's
     cap, des, cap_with_des, des_with_cap = (t.float() for t in features)
     c_cap, c_des = score(image, cap, logit_scale), score(image, des, logit_scale)
     l_iit = iit_loss(c_cap=c_cap, c_cap_with_des=score(image, cap_with_des, logit_scale),
@@ -78,7 +80,8 @@ def one_way_loss(model: CLIP, rotation: Rotation, config: TrainConfig, image: to
     pick = caption_base[:, None]  # (B, 1)
     base, source = torch.where(pick, captions, descriptions), torch.where(pick, descriptions, captions)
     swap = partial(one_way_features, model, rotation, layer=config.layer, k=config.intervention_size)
-    features = in_sorted_parts(swap, base, source)
+    with parametrize.cached():  # R computed once for all the parts
+        features = in_sorted_parts(swap, base, source)
     base_f, source_f, patched_f = (t.float() for t in features)
     c_base, c_source = score(image, base_f, logit_scale), score(image, source_f, logit_scale)
     l_iit = iit_loss_rows(c_base=c_base, c_base_with_source=score(image, patched_f, logit_scale), caption_base=caption_base)
