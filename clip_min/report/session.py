@@ -93,7 +93,8 @@ def text_features(session: Session, texts: list[str], batch_size: int = 256) -> 
     out = []
     for start in range(0, len(texts), batch_size):
         with session.autocast():
-            out.append(in_sorted_parts(session.model.encode_text, tokens[start : start + batch_size].to(session.device)).float().cpu())
+            batch = tokens[start : start + batch_size].to(session.device)
+            out.append(in_sorted_parts(session.model.encode_text, batch).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, session.model.config.embed_dim)
 
 

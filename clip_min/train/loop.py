@@ -99,7 +99,6 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     run = start_or_resume(config, weights, data, tasks)
     config, model, optimizer, progress = run.config, run.model, run.optimizer, run.progress
     total, main = total_steps(config, len(run.batches.split.examples)), distributed.is_main()
-    run.record.started = time.perf_counter() - progress.wall_s  # wall time goes on from the checkpoint's
     if main and not progress.metrics:
         evaluate(run, 0)
     model.train()
@@ -114,7 +113,7 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
             loss = batch_loss(run, rows)  # step_loss on this process's share of the batch
             if loss.requires_grad:  # a process whose share of a short last batch is empty has nothing to do
                 (loss if run.scaler is None else run.scaler.scale(loss)).backward()
-            loss = distributed.sum_gradients(trained(optimizer), loss).item()  # the global batch's
+            loss = distributed.sum_gradients(trained(optimizer), loss).item()  # summed: the global batch's
             skipped = optimizer_step(run, step, loss)
             record_step(progress, step, loss, skipped, time.perf_counter() - tick, bar)
             evaluating = step % config.eval_every == 0 or step == total

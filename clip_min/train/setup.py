@@ -12,6 +12,7 @@ refused run leaves its folder as it was.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class Record:
     about: dict  # the checkpoint's "run": resolved config, base fingerprint, training split's digest, numbers before
     best: dict | None  # the selected step's tensors so far (selected.snapshot)
     saved_step: int | None  # the last checkpoint's step, for the error of a step that goes wrong
-    started: float = 0.0  # perf_counter at the start, less the wall time of earlier sessions
+    started: float  # perf_counter at the first step, less the wall time of earlier sessions
 
 
 @dataclass
@@ -112,11 +113,13 @@ def start_or_resume(config: TrainConfig, weights: Path, data: Path, tasks: list[
     batches = Batches(train, rows, checkpoint.BatchOrder(len(rows), config.batch_size, config.seed))
     about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), train_id=train_id,
                  before=None if evaluation is None else evaluation.before)
-    progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, batches.order) if resumed else checkpoint.Progress()
+    progress = (checkpoint.restore(resumed, model, rotation, optimizer, scaler, batches.order) if resumed
+                else checkpoint.Progress())
     best = resumed.get("selected") if resumed else None
     if main and best is not None:
         selected.write(out, best)  # a selection written after the checkpoint belongs to steps about to be rerun
-    record = Record(out, about, best, saved_step=progress.step if resumed else None)
+    record = Record(out, about, best, saved_step=progress.step if resumed else None,
+                    started=time.perf_counter() - progress.wall_s)  # wall time goes on from the checkpoint's
     return Run(config, device, autocast, model, rotation, optimizer, scaler, batches, progress, evaluation, record)
 
 
