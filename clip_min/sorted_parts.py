@@ -23,9 +23,10 @@ import torch
 
 # Two parts for each text in a row: a batch of single texts runs in halves, and rows of a caption
 # and a description in quarters. The two texts of a row run side by side (clip_min.intervention),
-# so a part pays for the longer of each pair; in halves that left the IIT-DAS step at 1.4
-# behavioral steps on bench/train_step.py, in quarters at 1.2. More parts barely speed up single
-# texts (1% on that bench), and halves keep their numbers as they were when encode_text sorted.
+# so a part pays for the longer of each pair. On bench/train_step.py's batch (one thread, CPU time)
+# halves left the IIT-DAS step at 1.33 to 1.45 behavioral steps, quarters at 1.20 to 1.24, and six
+# parts gained nothing more; single texts gain 1% from more than two parts, and in halves they
+# keep, bit for bit, the numbers they had when CLIP.encode_text sorted them itself.
 PARTS_PER_TEXT = 2
 SORTED_PARTS_FROM = 8  # rows; a smaller batch runs in one pass
 
