@@ -57,8 +57,9 @@ def interchange_features(
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
-    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)  # (2B, L, width): bases, then sources
-    site = _at_end_token(h, eot)  # (2B, width): h_b in rows :B, h_s in rows B:
+    # h (2B, L, width) and site (2B, width): the bases in rows :B, their sources in rows B:
+    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)
+    site = _at_end_token(h, eot)
     R = rotation.R  # read once: the parametrization recomputes R on every access
     # Row i < B: base i with Y from source i; row B + i: source i with Y from base i.
     swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
@@ -78,8 +79,9 @@ def one_way_features(
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
-    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)  # (2B, L, width): bases, then sources
-    site = _at_end_token(h, eot)  # (2B, width)
+    # h (2B, L, width) and site (2B, width): the bases in rows :B, their sources in rows B:
+    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)
+    site = _at_end_token(h, eot)
     patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[:n], site[n:], rotation.R, k))  # (B, L, width)
     # [texts, patched bases]: (3B, L, width) -> (3B, embed_dim)
     out = _finish(model, torch.cat([h, patched]), torch.cat([eot, eot[:n]]), layer)
