@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import CLIP
+from .sorted_parts import in_sorted_parts
 from .tokenizer import get_tokenizer
 
 # The transfer tasks' prompt ("An image of {}"), extended by the description: at theta = 0 the
@@ -205,7 +206,7 @@ class ClipReward:
             chunk = missing[start : start + self.batch_size]
             tokens, cut = get_tokenizer().tokenize_counting_cuts([text for _, text in chunk], context)  # (b, context)
             self.cut += cut
-            text = F.normalize(self.model.encode_text(tokens.to(self.device)).float().cpu(), dim=-1)  # (b, D)
+            text = F.normalize(in_sorted_parts(self.model.encode_text, tokens.to(self.device)).float().cpu(), dim=-1)  # (b, D)
             rows = torch.tensor([k for k, _ in chunk])
             values = self.scale * (text * self.centroids[rows]).sum(dim=-1)  # (b,)
             self.memo.update(zip(chunk, values.tolist()))

@@ -29,6 +29,7 @@ from ..files import UnreadableFile, inside, open_whole, read_text_whole
 from ..train.features import encode_arrays, encode_images
 from ..metrics import macro_f1
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import tokenize
 
 # The paper's text says "An image of ___"; the authors' code used the other two.
@@ -305,7 +306,7 @@ def encode_task(model: CLIP, task: TransferTask, weights_id: str, device: str = 
 def class_text_features(model: CLIP, classes: list[str], template: str, device: str = "cpu") -> torch.Tensor:
     """Normalised text features (n_classes, embed_dim) of the class prompts."""
     tokens = tokenize([template.format(c) for c in classes], model.config.context_length).to(device)
-    return F.normalize(model.encode_text(tokens).float(), dim=-1)
+    return F.normalize(in_sorted_parts(model.encode_text, tokens).float(), dim=-1)
 
 
 def zero_shot_f1(image_features: torch.Tensor, labels: list[int], class_features: torch.Tensor) -> float:

@@ -18,6 +18,7 @@ import torch
 
 from ..files import content_fingerprint
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import get_tokenizer
 from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, add_step_option, load_model
@@ -92,7 +93,8 @@ def text_features(session: Session, texts: list[str], batch_size: int = 256) -> 
     out = []
     for start in range(0, len(texts), batch_size):
         with session.autocast():
-            out.append(session.model.encode_text(tokens[start : start + batch_size].to(session.device)).float().cpu())
+            batch = tokens[start : start + batch_size].to(session.device)
+            out.append(in_sorted_parts(session.model.encode_text, batch).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, session.model.config.embed_dim)
 
 

@@ -205,7 +205,7 @@ def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device:
     return rotation.eval()
 
 
-# The parameters full fine-tuning trains (clip_min.train.loop.trainable_parameters), by name.
+# The parameters full fine-tuning trains (clip_min.train.setup.trainable_parameters), by name.
 TEXT_TOWER = ("token_embedding.", "transformer.", "ln_final.", "positional_embedding", "text_projection")
 
 
