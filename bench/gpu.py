@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "bench"))
 import speed  # noqa: E402  (bench/speed.py: OpenAI's reference model by file path)
 import train_step  # noqa: E402  (bench/train_step.py: the HF + peft step and Concadia-like texts)
 from clip_min.train import loop as training  # noqa: E402
+from clip_min.train import setup  # noqa: E402
 from clip_min.train.config import PAPER_DEFAULTS, TrainConfig  # noqa: E402
 from clip_min.train.device import mixed_precision  # noqa: E402
 from clip_min.train.evaluation import Split, split_accuracy  # noqa: E402
@@ -126,7 +127,7 @@ class Variant:
     amp: str = "bf16"  # off (fp32) or bf16 autocast
     loop: bool = False  # train.py's per-step work: batch gathered on the host and copied, loss read back, gradients checked
     fused: bool = False  # Adam(fused=True): one kernel per step instead of one per tensor group
-    bucket: bool = False  # one pass padded to a BUCKETS length, instead of two sorted halves cut to their longest
+    bucket: bool = False  # padded to a BUCKETS length read off the host, instead of cut to the longest text on the GPU
     compile: str | None = None  # torch.compile mode: "default", or "reduce-overhead" (CUDA graphs)
 
 
@@ -221,7 +222,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     rank = s.rank if v.objective == "behavioral" else s.iit_rank
     config = TrainConfig(objective=v.objective, lora_rank=rank, lora_alpha=float(rank), layer=s.layer,
                                   intervention_size=s.k, lr=1e-4, amp=v.amp, device=device)
-    params = training.trainable_parameters(model, config)
+    params = setup.trainable_parameters(model, config)
     rotation = None
     if v.objective == "iit-das":
         rotation = Rotation(s.shape.text_width).to(device)
@@ -235,7 +236,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     def bucketed_loss(image, descriptions, captions, length: int) -> torch.Tensor:
         """Eq. 1 as training.step_loss computes it, with the texts run in one pass cut to ``length``."""
         with autocast():
-            des, cap = model.encode_text_unsorted(torch.cat([descriptions, captions]), length).float().chunk(2)
+            des, cap = model.encode_text(torch.cat([descriptions, captions]), length).float().chunk(2)
             return behavioral_loss(c_cap=score(image, cap, model.logit_scale), c_des=score(image, des, model.logit_scale))
 
     if v.compile and s.compile_backend == "inductor":
@@ -387,7 +388,7 @@ def loss_curve(s: Sizes, device: str, pool: Pool, amp: str) -> dict:
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device)
     config = TrainConfig(objective="behavioral", lora_rank=s.rank, lora_alpha=float(s.rank), lr=1e-4, amp=amp)
-    params = training.trainable_parameters(model, config)
+    params = setup.trainable_parameters(model, config)
     optimizer = torch.optim.Adam(params, lr=config.lr)
     autocast, scaler = mixed_precision(amp, device)
     model.train()
@@ -415,7 +416,7 @@ def measure_evaluation(s: Sizes, device: str) -> dict:
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device).eval()
     config = TrainConfig(lora_rank=s.rank, lora_alpha=float(s.rank))
-    training.trainable_parameters(model, config)  # the adapters, as in a LoRA run
+    setup.trainable_parameters(model, config)  # the adapters, as in a LoRA run
     pool = Pool(s.val_images, s.shape.embed_dim, seed=4)
     # split_scores reads only the number of examples, the image features and the token ids.
     split = Split([None] * s.val_images, pool.image, pool.descriptions, pool.captions)

@@ -7,11 +7,14 @@ and one description each, Concadia-like text lengths (10 to 40 tokens, start and
 included), precomputed random image features (the image tower never runs, as in the authors'
 code), LoRA rank 64 on q, k, v and out_proj, and Adam:
 
-- ours, behavioral: clip_min, Eq. 1; the batch is cut to its longest text (see CLIP.embed_text).
+- ours, behavioral: clip_min's training step for Eq. 1 (``loop.step_loss``) as train.py runs it on
+  a CPU: the 24 texts in two halves sorted by length, each cut to its longest text
+  (``clip_min.sorted_parts``).
 - HF + peft, behavioral: transformers.CLIPModel + peft, Eq. 1, texts padded to 77 with an
   attention mask, as the authors' code does.
-- ours, IIT-DAS: clip_min's interchange_features at layer 10, k = 256, the rotation trained
-  along with LoRA, Eqs. 2 and 3.
+- ours, IIT-DAS: the same step for Eqs. 2 and 3: interchange_features at layer 10, k = 256, on
+  the 12 rows of a caption and a description in four parts sorted by length; the rotation trains
+  along with LoRA.
 
 Peak memory is measured in one subprocess per setup: torch's CPU allocations are invisible to
 tracemalloc, and ru_maxrss is a high-water mark that never comes down, so two setups in one
@@ -77,35 +80,49 @@ def batch(pad: int, width: int = WIDTH, device: str = "cpu") -> tuple[torch.Tens
 
 
 def ours_step(iit: bool):
-    from clip_min.intervention import interchange_features
     from clip_min.lora import apply_lora
-    from clip_min.losses import behavioral_loss, iit_loss, score
     from clip_min.model import CLIP, CLIPConfig
     from clip_min.rotation import Rotation
+    from clip_min.train.config import TrainConfig
+    from clip_min.train.loop import step_loss
 
     model = CLIP(CLIPConfig())
     apply_lora(model, RANK, targets="attn", towers="text")
     params = [p for p in model.parameters() if p.requires_grad]
+    rotation = None
     if iit:
         rotation = Rotation(WIDTH)
         params += list(rotation.parameters())
+    config = TrainConfig(objective="iit-das" if iit else "behavioral", layer=LAYER, intervention_size=SIZE)
     optimizer = torch.optim.Adam(params, lr=1e-4)
     image, captions, descriptions, _, _ = batch(pad=0)  # OpenAI's tokenizer pads with 0
 
     def step() -> None:
-        if iit:
-            features = interchange_features(model, rotation, captions, descriptions, LAYER, SIZE)
-            c_cap, c_des, c_cap_with_des, c_des_with_cap = (score(image, f, model.logit_scale) for f in features)
-            loss = iit_loss(c_cap=c_cap, c_cap_with_des=c_cap_with_des, c_des=c_des, c_des_with_cap=c_des_with_cap)
-        else:
-            text = model.encode_text(torch.cat([captions, descriptions]))  # (24, 512), one batch of both
-            c_cap, c_des = score(image.repeat(2, 1), text, model.logit_scale).chunk(2)
-            loss = behavioral_loss(c_cap=c_cap, c_des=c_des)
+        loss = step_loss(model, rotation, config, image, descriptions, captions)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     return step
+
+
+def passes(iit: bool) -> str:
+    """Texts x tokens of each pass one of our steps runs through the text tower, as train.py cuts the batch."""
+    from clip_min.model import CLIP
+
+    shapes, embed = [], CLIP.embed_text
+
+    def recording(self, tokens, length=None):
+        x, eot = embed(self, tokens, length)  # (texts, tokens, width)
+        shapes.append(f"{x.shape[0]} x {x.shape[1]}")
+        return x, eot
+
+    CLIP.embed_text = recording
+    try:
+        build("ours-iit-das" if iit else "ours-behavioral")()
+    finally:
+        CLIP.embed_text = embed
+    return " + ".join(shapes)
 
 
 def hf_peft_step(shape=None, rank: int = RANK, device: str = "cpu", autocast=nullcontext):
@@ -217,12 +234,9 @@ def main() -> None:
     times = seconds_per_step(args.threads)
     median = {name: statistics.median(t) for name, t in times.items()}
 
-    _, captions, descriptions, _, _ = batch(pad=0)
-    lengths = torch.cat([captions, descriptions]).argmax(dim=-1).sort().values + 1
-    short, long = lengths.chunk(2)
     print(f"torch {torch.__version__}, {args.threads} thread(s); {BATCH} images x (caption + description); "
-          f"LoRA rank {RANK} on q, k, v, out_proj; token positions per step: ours {len(short)} x {int(short.max())} "
-          f"+ {len(long)} x {int(long.max())} (two halves sorted by length), HF {2 * BATCH} x {CONTEXT}")
+          f"LoRA rank {RANK} on q, k, v, out_proj; texts x tokens per pass: ours behavioral {passes(iit=False)}, "
+          f"IIT-DAS {passes(iit=True)} (length-sorted parts), HF {2 * BATCH} x {CONTEXT}")
     print(f"s/step: median (and fastest) of {STEPS} steps after {WARMUP} warmups, the three setups taking turns")
     print("peak MB: max RSS of a process running that setup alone; train MB: its rise during the two steps")
     print(f"{'setup':<22}{'s/step':>9}{'(min)':>9}{'peak MB':>10}{'train MB':>10}")

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from .errors import UserError, as_user_errors
+from .files import read_whole
 from .images import load_image, preprocess
 from .model import CLIP
 from .train.config import TrainConfig
@@ -113,10 +114,14 @@ def _image_list(images) -> list[tuple[str, Image.Image]]:
 
 
 def _text_list(texts) -> list[str]:
+    from .tokenizer import EMPTY_TEXT, empty_once_cleaned
+
     texts = [texts] if isinstance(texts, str) else list(texts)
-    bad = [t for t in texts if not isinstance(t, str) or not t.strip()]
-    if bad or not texts:
-        raise ValueError("texts: give one text or a list of texts, each a non-empty string")
+    if not texts or not all(isinstance(text, str) for text in texts):
+        raise ValueError("texts: give one text or a list of texts, each a string")
+    empty = [text for text in texts if empty_once_cleaned(text)]
+    if empty:
+        raise ValueError(f"texts: {empty[0]!r} is empty once cleaned ({EMPTY_TEXT}); give a text with words")
     return texts
 
 
@@ -270,6 +275,9 @@ def fit(**options) -> dict:
         return run(config_from_flags(options))
 
 
+MAX_PICTURE_BYTES = 64 << 20  # the largest PNG shown; clip_min's figures are well under 1 MB
+
+
 class Picture:
     """A PNG file that Jupyter shows inline (it reads ``_repr_png_``); elsewhere it prints as its path."""
 
@@ -277,7 +285,7 @@ class Picture:
         self.path = Path(path)
 
     def _repr_png_(self) -> bytes:
-        return self.path.read_bytes()
+        return read_whole(self.path, MAX_PICTURE_BYTES, "picture")
 
     def __repr__(self) -> str:
         return f"Picture({str(self.path)!r})"

@@ -1,4 +1,5 @@
-"""Where clip_min keeps its files, and writing them so that a crash never leaves half of one."""
+"""Where clip_min keeps its files, writing them so that a crash never leaves half of one, and
+reading a file whole only once it is known to be a regular file of a size its format can have."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import hashlib
 import json
 import os
 import stat
+import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -38,17 +41,20 @@ def inside(folder: str | Path, name: object) -> Path | None:
     Every reader that joins a name taken from a file (a Concadia filename, a Food-101 list
     entry, an img_file column, an image found in a class folder) goes through here. Checking the
     string alone ("..", a leading "/") lets a symlink out, so the check is on the resolved path.
-    A name that is not a string, holds a NUL, or is one the file system refuses is None too.
+    A name that is not a string, holds a NUL, or is one the file system refuses is None too. A
+    link that loops leads nowhere, so it is returned like a missing file, for the caller to count
+    as one (the image opener, :func:`open_whole`, cannot open it either).
     """
     if not isinstance(name, str) or not name or "\0" in name:
         return None
     try:
         root = os.path.realpath(folder)
         target = os.path.realpath(os.path.join(root, name))
-        os.stat(target)  # ENAMETOOLONG and the like surface here; a missing file is the caller's to count
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError):
+        os.stat(target)  # ENAMETOOLONG and the like surface here
+    except OSError as err:
+        if err.errno not in (errno.ENOENT, errno.ELOOP):  # missing, or a link that loops: the caller counts it
+            return None
+    except ValueError:
         return None
     if target == root or os.path.commonpath([root, target]) != root:
         return None
@@ -90,17 +96,11 @@ def content_fingerprint(path: str | Path) -> str:
     path = Path(path)
     if path.is_dir():  # a Hugging Face checkpoint folder
         return folder_fingerprint(path, {})
-    memo_file = cache_root() / "hashes.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError, RecursionError):  # none yet, or damaged: it is only a memo
-        memo = {}
-    if not isinstance(memo, dict):
-        memo = {}
+    memo = _read_memo()
     key = file_fingerprint(path)
     if key not in memo:
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
+        with open_whole(path, None) as f:  # hashed a block at a time, so no ceiling; but never a FIFO or a device
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         remember_hash(key, "sha256:" + digest.hexdigest(), memo)
@@ -110,29 +110,39 @@ def content_fingerprint(path: str | Path) -> str:
 
 def remember_hash(key: str, digest: str, memo: dict | None = None) -> None:
     """Note in cache_root()/hashes.json that the file whose :func:`file_fingerprint` was ``key`` has this digest."""
-    memo_file = cache_root() / "hashes.json"
-    if memo is None:
-        try:
-            memo = json.loads(memo_file.read_text())
-        except (OSError, ValueError, RecursionError):
-            memo = {}
-        if not isinstance(memo, dict):
-            memo = {}
+    memo = _read_memo() if memo is None else memo
     memo[key] = digest
-    atomic_write_text(memo_file, json.dumps(memo, indent=0) + "\n")
+    atomic_write_text(cache_root() / "hashes.json", json.dumps(memo, indent=0) + "\n")
 
 
-def read_identified(path: str | Path) -> tuple[bytes, str]:
+# hashes.json holds a line of about 250 bytes per file ever hashed: 64 MiB is a quarter of a million.
+MAX_MEMO_BYTES = 64 << 20
+
+
+def _read_memo() -> dict:
+    """cache_root()/hashes.json, or {} if there is none yet or it is damaged: it is only a memo."""
+    try:
+        memo = read_json(cache_root() / "hashes.json", MAX_MEMO_BYTES, "hash memo", "it is rebuilt")
+    except UnreadableFile:
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def read_identified(path: str | Path, limit: int, what: str) -> tuple[bytes, str]:
     """A file's bytes and their SHA-256 ("sha256:..."), read once: what is parsed is what is identified.
 
     Hashing the file apart from reading it would leave a moment in which it could change between
     the two; here the digest is of the very bytes returned. It is remembered for
-    :func:`content_fingerprint` when the file did not change while it was read.
+    :func:`content_fingerprint` when the file did not change while it was read. The file is read
+    by :func:`read_whole`, with its format's ``limit`` and name ``what``.
     """
-    before = file_fingerprint(path)
-    data = Path(path).read_bytes()
+    try:
+        before = file_fingerprint(path)
+    except OSError:  # read_whole says what is wrong with the path, in one line
+        before = None
+    data = read_whole(path, limit, what)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    if file_fingerprint(path) == before:
+    if before is not None and file_fingerprint(path) == before:
         try:
             remember_hash(before, digest)
         except OSError:  # the memo only saves time; an unwritable cache is reported where it is needed
@@ -167,7 +177,7 @@ def describe_os_error(err: OSError) -> str:
     }.get(err.errno, "check the path and the disk")
     try:
         in_cache = isinstance(err.filename, (str, os.PathLike)) and is_within(err.filename, cache_root())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a path meeting a link that loops
         in_cache = False
     if in_cache:
         hint += f"; clip_min's cache is {cache_root()} (set CLIP_MIN_CACHE to a writable folder to move it)"
@@ -293,3 +303,121 @@ def atomic_save(obj, path: str | Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file, atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# ---- reading a file whole ------------------------------------------------------------------------
+
+# What a path can be besides a regular file, as the one-line refusal names it.
+NOT_REGULAR = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+# How to go on after the operating system refused to open a file for reading.
+READ_HINTS = {errno.ENOENT: "check the path", errno.EACCES: "fix its permissions", errno.EPERM: "fix its permissions",
+              errno.ELOOP: "it is a symbolic link that leads back to itself; fix or remove the link",
+              errno.ENAMETOOLONG: "the name is longer than the file system allows; check the path",
+              errno.ENOTDIR: "a part of the path is a file, not a folder; check the path"}
+
+
+class UnreadableFile(ValueError):
+    """A file that cannot be read whole; the message, one line, names the file and what is wrong."""
+
+
+def open_whole(path: str | Path, limit: int | None, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading, once it is known to be a regular file of at most ``limit`` bytes.
+
+    Every reader that reads a file whole goes through here. A FIFO would block the read forever,
+    /dev/zero never ends, and a 40 GB file in place of a config fills the memory before a parser
+    could object. The checks are on the opened file (fstat), after links are followed, so a name
+    swapped for something else between a check and the open cannot get past them; O_NONBLOCK
+    keeps the open itself from waiting for a FIFO's writer. ``what`` names the format in errors
+    ("weights file", "run config"); ``limit`` is the largest that format can plausibly be (None: no
+    ceiling, for a file hashed a block at a time, whose size costs time but not memory).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        hint = READ_HINTS.get(err.errno, "check the path and the disk")
+        raise UnreadableFile(f"cannot open the {what} {path} to read it: {err.strerror}; {hint}") from None
+    try:
+        info = os.fstat(fd)
+        kind = stat.S_IFMT(info.st_mode)
+        if kind != stat.S_IFREG:
+            raise UnreadableFile(f"the {what} {path} is {NOT_REGULAR.get(kind, 'not a regular file')}, not a regular "
+                                 "file; check the path, or put the file itself there")
+        if limit is not None and info.st_size > limit:
+            raise UnreadableFile(f"the {what} {path} is {info.st_size:,} bytes, more than a {what} can plausibly be "
+                                 f"({limit:,} at most); check that the path names the right file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_whole(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (:func:`open_whole`), or one line naming what is wrong."""
+    with open_whole(path, limit, what) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise UnreadableFile(f"cannot read the {what} {path}: {err.strerror}; check the disk") from None
+    if len(data) > limit:  # it grew while it was read
+        raise UnreadableFile(f"the {what} {path} grew past {limit:,} bytes while it was read; read it again once "
+                             "whatever writes it has finished")
+    return data
+
+
+def read_text_whole(path: str | Path, limit: int, what: str = "file") -> str:
+    """A UTF-8 text file read whole (:func:`read_whole`); a leading byte-order mark is dropped."""
+    data = read_whole(path, limit, what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UnreadableFile(f"the {what} {path} is not UTF-8 text (byte {err.start:,} is {data[err.start]:#04x}); "
+                             f"save it as UTF-8, or check that the path names the right file") from None
+
+
+def read_json(path: str | Path, limit: int, what: str, fix: str) -> object:
+    """A JSON file read whole (:func:`read_text_whole`) and parsed; ``fix`` says what to do if it is not JSON."""
+    text = read_text_whole(path, limit, what)
+    try:
+        return json.loads(text)
+    except RecursionError:  # json recurses once per level: a line of 100,000 "[" exhausts the stack
+        raise UnreadableFile(f"the {what} {path} is JSON nested too deeply to be a {what}; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise UnreadableFile(f"the {what} {path} is not valid JSON ({err.msg} at line {err.lineno}); {fix}") from None
+
+
+def doubled_name(names: list[str]) -> str | None:
+    """The first name a zip archive's directory lists twice, or None.
+
+    Which of two entries of one name a reader takes is up to the reader (Python's zipfile takes
+    the last, others the first), so what one check reads need not be what another loads.
+    """
+    seen = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def load_tensors(path: str | Path, limit: int, what: str, map_location: str | torch.device = "cpu") -> object:
+    """``torch.load(weights_only=True)`` of a regular file of at most ``limit`` bytes (:func:`open_whole`).
+
+    torch.save writes a zip archive; one whose directory names an entry twice is refused
+    (:func:`doubled_name`). Errors of torch.load itself (a truncated or damaged file) pass to
+    the caller, which knows what the file should have been.
+    """
+    with open_whole(path, limit, what) as f:
+        if f.read(4) == b"PK\x03\x04":
+            f.seek(0)
+            try:
+                names = zipfile.ZipFile(f).namelist()
+            except zipfile.BadZipFile:  # torch.load says what is wrong with it
+                names = []
+            twice = doubled_name(names)
+            if twice is not None:
+                raise UnreadableFile(f"the {what} {path} holds the entry {twice} twice, which two readers may take "
+                                     "differently; the file is damaged or crafted, replace it")
+        f.seek(0)
+        return torch.load(f, map_location=map_location, weights_only=True)

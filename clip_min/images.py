@@ -6,13 +6,14 @@ a checkpoint sees the inputs it was evaluated on without torchvision installed.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from .files import UnreadableFile, open_whole
 
 # Per-channel RGB mean and std of CLIP's training images, on the [0, 1] scale.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -21,6 +22,9 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 
 # The longest side may be at most this many times the shortest: panoramas pass, strips do not.
 MAX_ASPECT = 100
+# The largest image file opened. The most pixels PIL decodes (MAX_IMAGE_PIXELS, 89 million) take
+# 0.72 GB as an uncompressed 16-bit RGBA file; no image file we can decode is larger.
+MAX_IMAGE_BYTES = 1 << 30
 
 
 class ImageLoadError(RuntimeError):
@@ -30,23 +34,27 @@ class ImageLoadError(RuntimeError):
 def load_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image file, so a bad file fails here and not mid-batch.
 
-    The size is checked from the header before decoding: a few-kB file can claim billions of
-    pixels (a decompression bomb), and a 300000 x 1 strip would be resized to 224 rows of 67
-    million pixels. PIL only warns between MAX_IMAGE_PIXELS and twice that; we refuse both.
+    Every path that reads an image (training, evaluation, score, attribute, the transfer tasks,
+    prefer, the pages eval.py writes) opens it here, so each refuses and counts the same files. The
+    file must be a regular file (links followed) of at most MAX_IMAGE_BYTES: a FIFO, a device, a
+    link that loops or a missing file is an ImageLoadError like an undecodable one. The size is
+    checked from the header before decoding: a few-kB file can claim billions of pixels (a
+    decompression bomb), and a 300000 x 1 strip would be resized to 224 rows of 67 million pixels.
+    PIL only warns between MAX_IMAGE_PIXELS and twice that; we refuse both.
     """
     path = Path(path)
-    if not os.path.isfile(path):  # False too for a name the file system refuses (a NUL, too long)
-        raise ImageLoadError(f"image file not found: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with open_whole(path, MAX_IMAGE_BYTES, "image") as file, Image.open(file) as image:
                 check_size(image.width, image.height, path)
                 image.load()  # PIL decodes lazily; force it while we can still name the file
+    except UnreadableFile as err:
+        raise ImageLoadError(str(err)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(f"{path}: refused, too many pixels to decode safely ({err})") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageLoadError(f"cannot decode {path} as an image ({err}); is it a JPEG/PNG file?") from err
+    except (UnidentifiedImageError, OSError, ValueError, EOFError) as err:
+        raise ImageLoadError(f"cannot decode {path} as an image ({err}); is it a JPEG/PNG file?") from None
     return image
 
 
@@ -70,6 +78,14 @@ def to_8bit(image: Image.Image) -> Image.Image:
     values = np.asarray(image, dtype=np.float64)
     scaled = np.clip(np.round(values * (255 / FULL_SCALE[image.mode])), 0, 255)
     return Image.fromarray(scaled.astype(np.uint8))  # 2-D uint8: mode "L"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode as 8-bit RGB: 16-bit and float images scaled by :func:`to_8bit` first, as everywhere."""
+    try:
+        return to_8bit(image).convert("RGB")
+    except ValueError as err:  # a mode PIL cannot turn into RGB (LAB, HSV, ...)
+        raise ImageLoadError(f"a {image.mode} image cannot be converted to RGB ({err})") from None
 
 
 def resized_size(width: int, height: int, resolution: int) -> tuple[int, int]:
@@ -96,10 +112,7 @@ def preprocess(image: Image.Image, resolution: int = 224) -> torch.Tensor:
     top = int(round((image.height - resolution) / 2.0))
     left = int(round((image.width - resolution) / 2.0))
     image = image.crop((left, top, left + resolution, top + resolution))
-    try:
-        rgb = image.convert("RGB")
-    except ValueError as err:  # a mode PIL cannot turn into RGB (LAB, HSV, ...)
-        raise ImageLoadError(f"a {image.mode} image cannot be converted to RGB ({err})") from None
+    rgb = to_rgb(image)
     pixels = np.asarray(rgb, dtype=np.uint8)  # (resolution, resolution, 3)
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div(255)  # (3, res, res) in [0, 1]
     mean = torch.tensor(MEAN).view(3, 1, 1)

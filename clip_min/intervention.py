@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from clip_min.model import CLIP, length_groups
+from clip_min.model import CLIP
 from clip_min.rotation import Rotation
 
 
@@ -43,8 +43,7 @@ def dii(
     h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)  # (2B, L, width)
     site = _at_end_token(h, eot)  # (2B, width)
     patched = interchange(site[:n], site[n:], rotation.R, k)  # (B, width)
-    h_base = h[:n].index_put((torch.arange(n, device=h.device), eot[:n]), patched)
-    return _finish(model, h_base, eot[:n], layer)
+    return _finish(model, _replace_at_end_token(h[:n], eot[:n], patched), eot[:n], layer)
 
 
 def interchange_features(
@@ -54,17 +53,19 @@ def interchange_features(
 
     Each is (B, embed_dim). Blocks 0..layer run once on every text, the remaining blocks once on
     each text and once on its patched copy. The two unpatched outputs equal ``model.encode_text``
-    of each. The texts run in the groups of :func:`~clip_min.model.length_groups`, as in
-    ``CLIP.encode_text``; only the site's vector crosses between groups.
+    of each.
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
-    # site (2B, width): the states at the site, h_b of the bases in rows :B, h_s of their sources in rows B:.
-    site, finish = _run_to_site_and_back(model, torch.cat([base_tokens, source_tokens]), layer)
+    # h (2B, L, width) and site (2B, width): the bases in rows :B, their sources in rows B:
+    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)
+    site = _at_end_token(h, eot)
     R = rotation.R  # read once: the parametrization recomputes R on every access
     # Row i < B: base i with Y from source i; row B + i: source i with Y from base i.
     swapped = torch.cat([interchange(site[:n], site[n:], R, k), interchange(site[n:], site[:n], R, k)])  # (2B, width)
-    plain, patched = finish(swapped)  # (2B, embed_dim) each: the texts as they are, and with their sites swapped
+    # [texts, patched texts]: (4B, L, width) -> (4B, embed_dim)
+    out = _finish(model, torch.cat([h, _replace_at_end_token(h, eot, swapped)]), eot.repeat(2), layer)
+    plain, patched = out.chunk(2)  # (2B, embed_dim) each: the texts as they are, and with their sites swapped
     return plain[:n], plain[n:], patched[:n], patched[n:]
 
 
@@ -78,34 +79,13 @@ def one_way_features(
     """
     _check(model, rotation, base_tokens, source_tokens, layer, k)
     n = base_tokens.shape[0]
-    site, finish = _run_to_site_and_back(model, torch.cat([base_tokens, source_tokens]), layer)
-    # The sources keep their own state, so their "patched" run repeats their plain one, unused.
-    new_site = torch.cat([interchange(site[:n], site[n:], rotation.R, k), site[n:]])  # (2B, width)
-    plain, patched = finish(new_site)
-    return plain[:n], plain[n:], patched[:n]
-
-
-def _run_to_site_and_back(model: CLIP, tokens: torch.Tensor, layer: int):
-    """Run texts (N, context) to the site: their states there (N, width), and ``finish``.
-
-    ``finish(new_site)`` runs the rest of the tower twice, on the texts as they are and with each
-    site state replaced by ``new_site`` (N, width), giving two (N, embed_dim) features.
-    """
-    groups, inverse = length_groups(tokens)
-    runs = [_run_to_site(model, tokens[rows], layer) for rows in groups]  # [(h (b, L_g, width), eot (b,))]
-    site = torch.cat([_at_end_token(h, eot) for h, eot in runs])[inverse]  # (N, width), input order
-
-    def finish(new_site: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        plain, patched = [], []
-        for rows, (h, eot) in zip(groups, runs):
-            h_patched = h.index_put((torch.arange(len(rows), device=h.device), eot), new_site[rows])
-            # [texts, patched texts]: (2b, L_g, width) -> (2b, embed_dim)
-            out = _finish(model, torch.cat([h, h_patched]), eot.repeat(2), layer)
-            plain.append(out[: len(rows)])
-            patched.append(out[len(rows) :])
-        return torch.cat(plain)[inverse], torch.cat(patched)[inverse]
-
-    return site, finish
+    # h (2B, L, width) and site (2B, width): the bases in rows :B, their sources in rows B:
+    h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)
+    site = _at_end_token(h, eot)
+    patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[:n], site[n:], rotation.R, k))  # (B, L, width)
+    # [texts, patched bases]: (3B, L, width) -> (3B, embed_dim)
+    out = _finish(model, torch.cat([h, patched]), torch.cat([eot, eot[:n]]), layer)
+    return out[:n], out[n : 2 * n], out[2 * n :]
 
 
 def _run_to_site(model: CLIP, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,6 +102,11 @@ def _finish(model: CLIP, h: torch.Tensor, eot: torch.Tensor, layer: int) -> torc
 def _at_end_token(h: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
     """(N, L, width) -> (N, width): each row's state at its end-of-text position."""
     return h[torch.arange(h.shape[0], device=h.device), eot]
+
+
+def _replace_at_end_token(h: torch.Tensor, eot: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """A copy of h (N, L, width) with each row's state at its end-of-text position replaced by ``states`` (N, width)."""
+    return h.index_put((torch.arange(h.shape[0], device=h.device), eot), states)
 
 
 def _check(

@@ -18,23 +18,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-SORTED_HALVES_FROM = 8  # text batches at least this large run as two length-sorted halves (length_groups)
-
-
-def length_groups(tokens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Rows of a text batch (N, context) in groups to run apart, and the order that puts their outputs back.
-
-    A speed trick, exact up to rounding: a batch of SORTED_HALVES_FROM or more texts is sorted by
-    length and split into two halves, each then cut to its own longest text (CLIP.embed_text), so
-    the short half does not pay for the long one's length (1.6x faster on texts of 10 to 40 tokens;
-    see bench/speed.py). A smaller batch is one group. ``torch.cat`` of the groups' outputs, indexed
-    by the returned ``inverse`` (N,), is in the input's order.
-    """
-    order = tokens.argmax(dim=-1).argsort()  # shortest first: the end-of-text id is the largest
-    groups = list(order.chunk(2)) if tokens.shape[0] >= SORTED_HALVES_FROM else [order]
-    return groups, order.argsort()
-
-
 @dataclass(frozen=True)
 class CLIPConfig:
     """Shape of a CLIP model. The defaults are OpenAI's ViT-B/32."""
@@ -230,19 +213,8 @@ class CLIP(nn.Module):
         x = x[torch.arange(x.shape[0], device=x.device), eot]  # (B, text_width)
         return self.ln_final(x) @ self.text_projection
 
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, context) token ids -> (B, embed_dim) text features, not normalised.
-
-        Large batches run as two halves sorted by length (:func:`length_groups`); results equal
-        one run up to rounding.
-        """
-        groups, inverse = length_groups(tokens)
-        if len(groups) == 1:
-            return self.encode_text_unsorted(tokens)
-        return torch.cat([self.encode_text_unsorted(tokens[rows]) for rows in groups])[inverse]
-
-    def encode_text_unsorted(self, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """:meth:`encode_text` in one run over the whole batch, cut to its longest text (or to ``length``)."""
+    def encode_text(self, tokens: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(B, context) token ids -> (B, embed_dim) text features, not normalised (cut as in :meth:`embed_text`)."""
         x, eot = self.embed_text(tokens, length)
         return self.project_text(self.transformer(x, causal=True), eot)
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import CLIP
+from .sorted_parts import in_sorted_parts
 from .tokenizer import get_tokenizer
 
 # The transfer tasks' prompt ("An image of {}"), extended by the description: at theta = 0 the
@@ -55,10 +56,28 @@ class PreferConfig:
             raise ValueError("--slots must be at least 1, --steps at least 0, --eval-samples at least 2")
         if self.samples < 2:
             raise ValueError(f"--samples must be at least 2 (the baseline leaves one out), got {self.samples}")
-        if self.lr <= 0 or self.kl_weight < 0:
-            raise ValueError(f"--lr must be positive and --kl-weight non-negative, got {self.lr} and {self.kl_weight}")
+        if not (math.isfinite(self.lr) and self.lr > 0 and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"--lr must be a positive number and --kl-weight a finite one, 0 or more; "
+                             f"got {self.lr} and {self.kl_weight}")
         if "{concept}" not in self.template or "{description}" not in self.template:
             raise ValueError(f"--template must contain {{concept}} and {{description}}, got {self.template!r}")
+
+
+# A draw keeps each of its K x N descriptions as a text of about 150 bytes until it is scored; a
+# million of them is 150 MB, and more would not fit a laptop.
+MAX_DRAWN_TEXTS = 1_000_000
+
+
+def check_against_pool(config: PreferConfig, n_concepts: int, n_phrases: int) -> None:
+    """Refuse sizes the concepts and the pool cannot use, stating the largest that makes sense."""
+    if config.slots > n_phrases:
+        raise ValueError(f"--slots {config.slots} is more than the pool's {n_phrases} phrases, and a description "
+                         f"writes a phrase once however often it is drawn; use at most {n_phrases}")
+    most = MAX_DRAWN_TEXTS // n_concepts
+    for name, value in (("samples", config.samples), ("eval-samples", config.eval_samples)):
+        if value > most:
+            raise ValueError(f"--{name} {value} draws {value} descriptions for each of {n_concepts} concepts, more than "
+                             f"the {MAX_DRAWN_TEXTS:,} texts a draw may hold; use at most {most}")
 
 
 # ---- the policy ------------------------------------------------------------------------------
@@ -187,7 +206,7 @@ class ClipReward:
             chunk = missing[start : start + self.batch_size]
             tokens, cut = get_tokenizer().tokenize_counting_cuts([text for _, text in chunk], context)  # (b, context)
             self.cut += cut
-            text = F.normalize(self.model.encode_text(tokens.to(self.device)).float().cpu(), dim=-1)  # (b, D)
+            text = F.normalize(in_sorted_parts(self.model.encode_text, tokens.to(self.device)).float().cpu(), dim=-1)  # (b, D)
             rows = torch.tensor([k for k, _ in chunk])
             values = self.scale * (text * self.centroids[rows]).sum(dim=-1)  # (b,)
             self.memo.update(zip(chunk, values.tolist()))

@@ -20,6 +20,8 @@ import ftfy
 import regex
 import torch
 
+from .files import open_whole
+
 SOT = 49406  # <|startoftext|>, first token of every tokenized text
 EOT = 49407  # <|endoftext|>, the largest id: the text encoder reads its output at argmax(ids)
 CONTEXT_LENGTH = 77  # positions in CLIP's text encoder
@@ -78,6 +80,21 @@ def clean_text(text: str) -> str:
     return text.lower()
 
 
+# What clean_text leaves nothing of, as an error message says it.
+EMPTY_TEXT = "nothing but spaces, HTML entities such as &nbsp; or control characters"
+
+
+def empty_once_cleaned(text: str) -> bool:
+    """Whether nothing is left of a text once :func:`clean_text` has cleaned it (spaces, "&nbsp;", control characters).
+
+    Every reader of a text asks this one question: such a text would reach the model as [BOS, EOS].
+    """
+    # Cleaning removes a letter only as part of an HTML entity ("&nbsp;"); this spares most texts ftfy.
+    if "&" not in text and any(c.isalnum() for c in text):
+        return False
+    return not clean_text(text)
+
+
 class Tokenizer:
     """Text <-> CLIP token ids; load once (see get_tokenizer), since reading the merges takes ~0.1 s."""
 
@@ -85,8 +102,10 @@ class Tokenizer:
         path = default_vocab_path() if vocab_path is None else Path(vocab_path)
         if not path.is_file():
             raise VocabNotFoundError(f"vocabulary file {path} does not exist")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        # OpenAI's file is 1.4 MB gzipped, 1.7 MB unpacked; reading at most 16 MiB of either stops
+        # a FIFO, a device or a small file that unpacks to gigabytes.
+        with open_whole(path, 16 << 20, "BPE vocabulary") as raw, gzip.GzipFile(fileobj=raw) as f:
+            lines = f.read(16 << 20).decode("utf-8", errors="replace").split("\n")
         # Line 0 is a version header; OpenAI uses exactly the next N_MERGES lines.
         merges = [tuple(line.split()) for line in lines[1 : 1 + N_MERGES]]
         if len(merges) != N_MERGES or any(len(m) != 2 for m in merges):

@@ -29,6 +29,8 @@ from collections import OrderedDict
 
 import torch
 
+from .files import doubled_name
+
 # The storage classes a tensor may name, and the dtype each holds.
 STORAGE_DTYPES = {
     "HalfStorage": torch.float16,
@@ -161,10 +163,8 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     """The state dict of the module in a TorchScript archive (a path or a binary file), read without running its code."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-        if len(set(names)) != len(names):
-            # Two entries of one name: which one a reader takes is up to it, so what we check
-            # need not be what another tool loads.
-            twice = next(name for name in names if names.count(name) > 1)
+        twice = doubled_name(names)
+        if twice is not None:
             raise ArchiveError(f"the archive holds {twice} twice; the file is damaged or crafted")
         pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
         if len(pickles) != 1:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import os
 import pickle
 import struct
@@ -31,13 +32,19 @@ from pathlib import Path
 import torch
 
 from clip_min import torchscript
-from clip_min.files import atomic_save, atomic_write, atomic_write_text, folder_fingerprint, read_identified
+from clip_min.files import UnreadableFile, atomic_save, atomic_write, atomic_write_text, doubled_name, folder_fingerprint, read_identified
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.tokenizer import EOT
 
 # Entries of OpenAI's archives that describe the model rather than hold weights.
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The largest weights file read. The largest OpenAI CLIP, ViT-L/14@336px, is 1.7 GB in fp32, and
+# open_clip's ViT-H/14 3.9 GB; a file past 8 GiB is not a CLIP this code could hold twice in memory
+# (its bytes and its tensors), so it is refused before it is read.
+MAX_WEIGHTS_BYTES = 8 << 30
+# Hugging Face's config.json of a CLIPModel is about 5 kB.
+MAX_HF_CONFIG_BYTES = 1 << 20
 
 
 class WeightsError(ValueError):
@@ -117,12 +124,16 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
         return len({key.split(".")[len(prefix.split("."))] for key in state_dict if key.startswith(prefix + ".")})
 
     conv1 = state_dict["visual.conv1.weight"]  # (vision_width, 3, patch, patch)
-    grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)  # (1 + grid**2, width)
+    positions = state_dict["visual.positional_embedding"].shape[0]  # (1 + grid**2, width)
+    grid = math.isqrt(max(positions - 1, 0))
+    if grid < 1 or grid * grid != positions - 1:
+        raise ValueError(f"visual.positional_embedding has {positions} rows, not 1 + a square number of patches "
+                         "(ViT-B/32: 1 + 7 x 7)")
     text_width = state_dict["ln_final.weight"].shape[0]
     for width in (conv1.shape[0], text_width):
         if width < 64 or width % (width // 64):
             raise ValueError(f"width {width} does not split into width // 64 heads, OpenAI's rule")
-    return CLIPConfig(
+    config = CLIPConfig(
         embed_dim=state_dict["text_projection"].shape[1],  # (text_width, embed_dim)
         image_resolution=conv1.shape[-1] * grid,
         vision_patch_size=conv1.shape[-1],
@@ -135,6 +146,10 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> CLIPConfig:
         text_layers=layers("transformer.resblocks"),
         text_heads=text_width // 64,
     )
+    empty = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config) if getattr(config, f.name) < 1]
+    if empty:
+        raise ValueError(f"the weights give {empty[0][0]} {empty[0][1]}, and every size of a CLIP is at least 1")
+    return config
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -144,28 +159,26 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def _read_identified(path: Path) -> tuple[dict[str, torch.Tensor], dict | None, str]:
     """:func:`read_state_dict`, and the fingerprint of the bytes read (see :func:`load_weights`)."""
-    folder = path if path.is_dir() else None
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file or folder; check the path")
-    if path.is_dir():
+    folder = path if os.path.isdir(path) else None  # os.path: a name too long is no folder, not an error
+    if folder is not None:
         config_file = path / "config.json"
-        if not config_file.is_file():
+        if not os.path.lexists(config_file):
             raise WeightsError(f"{path}: a folder without config.json; pass a Hugging Face CLIP folder or a checkpoint file")
         path = _hf_weight_file(path)
     else:  # a Hugging Face weight file passed on its own may still have its config beside it
         config_file = path.parent / "config.json"
 
     try:
-        data, digest = read_identified(path)
-    except OSError as err:
-        raise WeightsError(f"{path}: cannot be read ({err.strerror or err}); check the path and its permissions") from None
+        data, digest = read_identified(path, MAX_WEIGHTS_BYTES, "weights file")
+    except UnreadableFile as err:
+        raise WeightsError(str(err)) from None
     digests = {path.name: digest}
     state_dict = _unwrap(_read_file(path, data), path)
     del data
     hf_config = None
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         state_dict = openai_from_hf(state_dict)
-        if config_file.is_file():
+        if os.path.lexists(config_file):
             hf_config, digests[config_file.name] = _read_hf_config(config_file)
             _check_hf_activation(hf_config, path)
     state_dict = {key: value for key, value in state_dict.items() if key not in NON_WEIGHT_KEYS}
@@ -365,6 +378,10 @@ def _read_file(path: Path, data: bytes) -> object:
                 names = zipfile.ZipFile(io.BytesIO(data)).namelist()
             except zipfile.BadZipFile as err:  # the zip's directory is at its end: the first thing a cut loses
                 raise WeightsError(f"{path}: a zip archive without a readable directory, so truncated or corrupt; download or copy it again") from err
+            twice = doubled_name(names)
+            if twice is not None:
+                raise WeightsError(f"{path}: the archive holds {twice} twice, and which one a reader takes is up to "
+                                   "the reader; the file is damaged or crafted, download or copy it again")
             if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
                 # OpenAI's released models. torch.jit.load would run the archive's code, so
                 # the archive is read as data instead (clip_min.torchscript).
@@ -426,7 +443,10 @@ def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 def _read_hf_config(path: Path) -> tuple[dict, str]:
     """config.json, and the fingerprint of its bytes."""
-    data, digest = read_identified(path)
+    try:
+        data, digest = read_identified(path, MAX_HF_CONFIG_BYTES, "Hugging Face config.json")
+    except UnreadableFile as err:
+        raise WeightsError(str(err)) from None
     try:
         config = json.loads(data.decode("utf-8"))
     except RecursionError:
@@ -440,7 +460,7 @@ def _read_hf_config(path: Path) -> tuple[dict, str]:
 
 def _hf_weight_file(folder: Path) -> Path:
     for name in HF_WEIGHT_FILES:
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             return folder / name
     raise WeightsError(f"{folder}: has config.json but neither {' nor '.join(HF_WEIGHT_FILES)}; download the weights into it")
 

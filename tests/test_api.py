@@ -91,10 +91,10 @@ def test_score_is_every_image_with_every_text(setup, tmp_path):
     assert scores.clipscore.double() == pytest.approx(clip, abs=1e-4)
     rows = repr(scores).splitlines()
     assert len(rows) == 7 and rows[2].split()[2:4] == ["image", "1"] and rows[4].split()[2] == str(path)
-    with pytest.raises(clip_min.UserError, match="image file not found: "):
+    with pytest.raises(clip_min.UserError, match="cannot open the image .*missing.png to read it: No such file"):
         clip_min.score(run, tmp_path / "missing.png", TEXTS)
-    with pytest.raises(clip_min.UserError, match="each a non-empty string"):
-        clip_min.score(run, red, ["", "x"])
+    with pytest.raises(clip_min.UserError, match="texts: '&nbsp; ' is empty once cleaned"):
+        clip_min.score(run, red, ["&nbsp; ", "x"])
     with pytest.raises(clip_min.UserError, match="expected a model from clip_min.load_base or clip_min.load_run"):
         clip_min.score(run.model, red, TEXTS)
 

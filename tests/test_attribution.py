@@ -312,7 +312,7 @@ def test_malformed_norms_give_a_one_line_error(tmp_path, reader, text, message):
     with pytest.raises(NormsError, match=message) as error:
         reader(path)
     assert "\n" not in str(error.value)
-    with pytest.raises(NormsError, match="not found"):
+    with pytest.raises(NormsError, match="missing.csv to read it: No such file or directory"):
         reader(tmp_path / "missing.csv")
 
 

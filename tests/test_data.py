@@ -122,7 +122,7 @@ def test_folder_without_images(tmp_path):
 
 def test_unparseable_json(concadia):
     (concadia / "wiki_split.json").write_text('{"images": [')
-    with pytest.raises(DataError, match="cannot parse .*wiki_split.json.*re-download"):
+    with pytest.raises(DataError, match="wiki_split.json is not valid JSON .*re-download"):
         read_concadia(concadia, "train")
 
 

@@ -143,7 +143,7 @@ def test_load_image(tmp_path):
 
 
 def test_load_image_missing(tmp_path):
-    with pytest.raises(pp.ImageLoadError, match="not found"):
+    with pytest.raises(pp.ImageLoadError, match="nope.jpg to read it: No such file or directory"):
         pp.load_image(tmp_path / "nope.jpg")
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from clip_min.intervention import dii, interchange, interchange_features
+from clip_min.intervention import dii, interchange, interchange_features, one_way_features
 from clip_min.lora import LoRABranch, apply_lora
 from clip_min.losses import iit_loss, score
 from clip_min.model import CLIP
@@ -175,6 +175,18 @@ def test_eq4_interchange_features_are_the_four_runs(layer, k):
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-5)
     torch.testing.assert_close(got[2], dii(model, rot, base, source, layer, k), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer, k", [(0, 8), (2, 40)])
+def test_eq4_one_way_features_are_base_source_and_the_patched_base(layer, k):
+    model = tiny_model()
+    base, source = random_tokens(4, seed=7), random_tokens(4, seed=8)
+    rot = rotation(seed=1)
+    got = one_way_features(model, rot, base, source, layer, k)
+    expected = (model.encode_text(base), model.encode_text(source), naive_dii(model, rot.R, base, source, layer, k))
+    for g, e in zip(got, expected, strict=True):
+        # Features of size ~3 after 3 blocks, the site patched in float64 on one side: ~1e-6 of rounding.
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])

@@ -1,11 +1,13 @@
 """The text tower against float64 math written out, and its two shortcuts: cutting padding, and sorted halves."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from clip_min.model import CLIP
+from clip_min.sorted_parts import in_sorted_parts
 
 from tiny import TINY, TINY_OPENAI, openai_reference, random_tokens, tiny_model
 
@@ -29,8 +31,8 @@ def test_cutting_padding_is_exact_per_text():
     model = tiny_model().eval()
     tokens = random_tokens(5, seed=1)
     with torch.no_grad():
-        batch = model.encode_text_unsorted(tokens)
-        alone = torch.cat([model.encode_text_unsorted(tokens[i : i + 1]) for i in range(5)])
+        batch = model.encode_text(tokens)
+        alone = torch.cat([model.encode_text(tokens[i : i + 1]) for i in range(5)])
     # Each text alone is cut to its own length; in the batch, to the longest text's. The two runs
     # differ only in summation order: features of size ~3 carry ~1e-6 of float32 rounding.
     torch.testing.assert_close(batch, alone, atol=1e-5, rtol=0)
@@ -42,9 +44,9 @@ def test_a_given_length_past_the_longest_text_changes_nothing():
     tokens = random_tokens(6, seed=3)
     longest = int(tokens.argmax(dim=-1).max()) + 1
     with torch.no_grad():
-        cut = model.encode_text_unsorted(tokens)
-        padded = model.encode_text_unsorted(tokens, length=longest + 9)
-        full = model.encode_text_unsorted(tokens, length=tokens.shape[1])
+        cut = model.encode_text(tokens)
+        padded = model.encode_text(tokens, length=longest + 9)
+        full = model.encode_text(tokens, length=tokens.shape[1])
         states, _ = model.embed_text(tokens, length=longest + 9)
     assert states.shape[1] == longest + 9  # the padding did run
     # Same math, other matrix sizes: only the summation order differs (~1e-6 on features of size ~3).
@@ -61,7 +63,7 @@ def test_sorted_halves_equal_one_run_with_gradients():
     embedding = model.token_embedding.weight.detach().double().requires_grad_(True)
     expected = text_features_float64(model, tokens, embedding)
     (grad_expected,) = torch.autograd.grad(expected.square().sum(), embedding)
-    for encode in (model.encode_text, model.encode_text_unsorted):
+    for encode in (partial(in_sorted_parts, model.encode_text), model.encode_text):
         got = encode(tokens)
         (grad,) = torch.autograd.grad(got.square().sum(), model.token_embedding.weight)
         # Features of size ~3 through 3 blocks: float32 rounding leaves ~1e-6 (measured 1.2e-6).

@@ -496,7 +496,7 @@ def folder_without_config(tmp: Path) -> Path:
 @pytest.mark.parametrize(
     "make, words",
     [
-        (nowhere, ["no such file"]),
+        (nowhere, ["No such file or directory", "check the path"]),
         (text_file, ["not a checkpoint"]),
         (jpeg, ["not a checkpoint"]),
         (empty_file, ["not a checkpoint"]),

@@ -19,17 +19,20 @@ here, but the same counter takes its reason ("undecodable image").
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import inside
-from ..tokenizer import clean_text
+from ..files import UnreadableFile, inside, read_json
+from ..tokenizer import empty_once_cleaned
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILE = "wiki_split.json"
+# Concadia's wiki_split.json holds 96,918 records, each with its context paragraph twice (raw and
+# tokens): some hundreds of MB. Parsed, JSON takes several times its size in memory, so a file past
+# 2 GiB would not fit the machine that trains CLIP on it.
+MAX_SPLIT_FILE_BYTES = 2 << 30
 IMAGES_SUBDIR = "resized"
 # Every reason a record can be skipped for; the order is the order of a tie in summary().
 SKIP_REASONS = ("missing field", "empty text", "unsafe filename", "missing image", "undecodable image",
@@ -95,14 +98,14 @@ def read_concadia(
     split_path = data_dir / SPLIT_FILE
     if images_dir is None:
         images_dir = data_dir / IMAGES_SUBDIR
-        if not split_path.is_file() or not images_dir.is_dir():
+        if not os.path.lexists(split_path) or not images_dir.is_dir():
             raise DataError(
                 f"not a Concadia folder: {data_dir} (expected {SPLIT_FILE} and "
                 f"{IMAGES_SUBDIR}/); pass --data the folder of the Concadia release"
             )
     else:
         images_dir = Path(images_dir)
-        if not split_path.is_file():
+        if not os.path.lexists(split_path):
             raise DataError(
                 f"not a Concadia folder: {data_dir} (expected {SPLIT_FILE}); pass --data the "
                 f"folder of the Concadia release"
@@ -148,16 +151,9 @@ def read_concadia(
 
 def _load_records(split_path: Path) -> list:
     try:
-        with open(split_path, encoding="utf-8") as f:
-            content = json.load(f)
-    except RecursionError:
-        raise DataError(f"cannot parse {split_path}: JSON nested too deeply for Concadia's format; re-download {SPLIT_FILE}") from None
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"cannot parse {split_path}: {err.msg} at line {err.lineno}; re-download {SPLIT_FILE}"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"cannot parse {split_path}: not UTF-8 text; re-download {SPLIT_FILE}") from err
+        content = read_json(split_path, MAX_SPLIT_FILE_BYTES, SPLIT_FILE, f"re-download {SPLIT_FILE}")
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
         raise DataError(
             f'{split_path} has no "images" list; expected Concadia\'s format '
@@ -182,7 +178,7 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
         or caption is None
     ):
         return None, "missing field"
-    if is_empty(description) or is_empty(caption):
+    if empty_once_cleaned(description) or empty_once_cleaned(caption):
         return None, "empty text"
     image_path = inside(images_dir, filename)
     if image_path is None:
@@ -200,14 +196,6 @@ def _parse_record(record: object, images_dir: Path) -> tuple[Example | None, str
         filename=filename,
     )
     return example, None
-
-
-def is_empty(text: str) -> bool:
-    """Whether nothing is left of a text once the tokenizer has cleaned it (HTML entities, control characters)."""
-    # Cleaning removes a letter only as part of an HTML entity ("&nbsp;"); this spares most texts ftfy.
-    if "&" not in text and any(c.isalnum() for c in text):
-        return False
-    return not clean_text(text)
 
 
 def _raw_text(entry: object) -> str | None:

@@ -16,15 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import UnreadableFile, read_whole
+
+# The Glasgow Norms (5,553 words) and Brysbaert et al.'s 40,000 words are 1 to 2 MB each.
+MAX_NORMS_BYTES = 256 << 20
+
 
 class NormsError(ValueError):
     """A word-norms file that cannot be read; the message says what was expected."""
 
 
 def _open_text(path: Path):
-    if not path.is_file():
-        raise NormsError(f"norms file not found: {path}")
-    data = path.read_bytes()
+    try:
+        data = read_whole(path, MAX_NORMS_BYTES, "norms file")
+    except UnreadableFile as err:
+        raise NormsError(str(err)) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -21,9 +21,12 @@ a bad line is an error that names it, never silently dropped.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import UnreadableFile, read_text_whole
+from ..tokenizer import empty_once_cleaned
 from .toy import BACKGROUND_CITIES, BACKGROUNDS, COLOR_SURNAMES, COLORS, OBJECT_NOUNS, POSITION_PHRASES, SHAPES
 
 KINDS = ("visual", "non-visual", "spurious")
@@ -42,20 +45,28 @@ class Phrase:
     attribute: str  # the finer label within the kind: "colour", "places", "boilerplate"
 
 
+# A pool is a few dozen lines; a phrase is chosen by a softmax over every line, so even 16 MiB of them is far past use.
+MAX_POOL_BYTES = 16 << 20
+
+
 def read_pool(path: str | Path) -> list[Phrase]:
     """Read a phrase-pool file (tab-separated, see the module docstring)."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise PoolError(f"phrase pool not found: {path}; pass --pool a .tsv file with columns {', '.join(POOL_HEADER)}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = read_text_whole(path, MAX_POOL_BYTES, "phrase pool").splitlines()
+    except UnreadableFile as err:
+        raise PoolError(str(err)) from None
     rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
     if not rows or tuple(c.strip().lower() for c in rows[0][1].split("\t")) != POOL_HEADER:
         raise PoolError(f"{path}: the first line must be the header {'<TAB>'.join(POOL_HEADER)}")
     pool, seen = [], set()
     for number, line in rows[1:]:
         cells = [c.strip() for c in line.split("\t")]
-        if len(cells) != 3 or not all(cells):
-            raise PoolError(f"{path}:{number}: expected phrase<TAB>kind<TAB>attribute, all three filled, got {line!r}")
+        if len(cells) != 3 or not all(cells) or empty_once_cleaned(cells[0]):
+            raise PoolError(f"{path}:{number}: expected phrase<TAB>kind<TAB>attribute, all three filled (the phrase with "
+                            f"words, not only entities such as &nbsp;), got {line!r}")
         text, kind, attribute = cells
         if kind not in KINDS:
             raise PoolError(f"{path}:{number}: kind {kind!r} is not one of {', '.join(KINDS)}")

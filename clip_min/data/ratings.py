@@ -9,7 +9,9 @@ irrelevance) and per group of raters, the cells of the paper's Table 2.
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .concadia import DataError
+from ..files import UnreadableFile, read_text_whole
+from ..tokenizer import empty_once_cleaned
 
 BLV_FILE = "blv_data_criticaltrials.csv"
 SIGHTED_FILE = "sighted_data_criticaltrials.csv"
@@ -41,6 +45,8 @@ KEY_COLUMNS = ("context", "img_id", "description")
 # calls them attention checks), by these stems; ``drop_images`` takes them.
 ATTENTION_CHECK_IMAGES = ("guitar", "640px-parc_agen")
 SIGHTED_BY = ("key", "text")  # what ties a sighted rating to a BLV-rated description
+# Kreiss et al.'s CSV files are a few MB; a score --pairs CSV of a million rows is about 200 MB.
+MAX_CSV_BYTES = 1 << 30
 
 Description = tuple[str, str, str]  # (context, img_id, description text with whitespace collapsed)
 
@@ -91,7 +97,7 @@ def read_ratings(folder: str | Path, sighted_by: str = "key", drop_images: tuple
         raise DataError(f"ratings folder not found: {folder}; pass --ratings the behavioral_data/ folder")
     tables: dict[str, list[dict]] = {}
     for name in (BLV_FILE, SIGHTED_FILE):
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             groups = [g for g, (file, _) in GROUPS.items() if file == name]
             needed = list(KEY_COLUMNS) + [c for g in groups for c in rating_columns(g).values()]
             tables[name] = read_csv(folder / name, needed)
@@ -134,7 +140,7 @@ def read_ratings(folder: str | Path, sighted_by: str = "key", drop_images: tuple
             ratings.skipped["sighted-rated descriptions no BLV participant rated (Kreiss et al. leave them out)"] += \
                 len(left_out)
     # The BLV file does not name the image files; all_descriptions.csv and the sighted file do.
-    mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if (folder / DESCRIPTIONS_FILE).is_file() else []
+    mapping_rows = read_csv(folder / DESCRIPTIONS_FILE, ["img_id", "img_file"]) if os.path.lexists(folder / DESCRIPTIONS_FILE) else []
     for row in mapping_rows + [r for r in tables.get(SIGHTED_FILE, []) if r.get("img_file")]:
         if row.get("img_id") and row.get("img_file"):
             ratings.image_files.setdefault(row["img_id"].strip(), row["img_file"].strip())
@@ -152,21 +158,20 @@ def read_ratings(folder: str | Path, sighted_by: str = "key", drop_images: tuple
 def read_csv(path: Path, needed: list[str]) -> list[dict]:
     """Rows of a CSV file as dicts; a file without the needed columns is an error naming them."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file)
-            missing = [c for c in needed if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is this the released {path.name}?")
-            return list(reader)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; is this the released CSV file?") from None
+        reader = csv.DictReader(io.StringIO(read_text_whole(path, MAX_CSV_BYTES, "CSV file"), newline=""))
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; is this the released {path.name}?")
+        return list(reader)
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
 
 
 def description_key(row: dict) -> Description | None:
     img_id, text = (row.get("img_id") or "").strip(), " ".join((row.get("description") or "").split())
-    if not img_id or not text:
+    if not img_id or empty_once_cleaned(text):
         return None
     return (row.get("context") or "").strip(), img_id, text
 

@@ -13,6 +13,7 @@ Food-101's layout.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 from collections import Counter
@@ -24,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from .concadia import DataError
-from ..files import inside
+from ..files import UnreadableFile, inside, open_whole, read_text_whole
 from ..train.features import encode_arrays, encode_images
 from ..metrics import macro_f1
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import tokenize
 
 # The paper's text says "An image of ___"; the authors' code used the other two.
@@ -41,6 +43,10 @@ PROMPTS = {
 # "A picture of {}", cifar100.py "a photo of a {}".
 AUTHORS_PROMPTS = {"food101": PROMPTS["picture"], "imagenet": PROMPTS["picture"], "cifar100": PROMPTS["photo"]}
 PROMPT_CHOICES = (*PROMPTS, "authors")
+# The longest list a task ships, Food-101's meta/train.txt, is 75,750 lines (about 2 MB).
+MAX_LIST_BYTES = 256 << 20
+# CIFAR-100's largest pickle, train, is 50,000 images of 3,072 bytes: 155 MB.
+MAX_CIFAR_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def read_food101_layout(root: str | Path, split: str = "test", name: str | None 
     root = Path(root)
     classes_file, split_file = root / "meta" / "classes.txt", root / "meta" / f"{split}.txt"
     for needed in (classes_file, split_file):
-        if not needed.is_file():
+        if not os.path.lexists(needed):
             raise DataError(f"{root} is not a Food-101-style task folder: {needed} is missing")
     folders = [line.strip() for line in read_text(classes_file).splitlines() if line.strip()]
     check_unique_classes(folders, classes_file)
@@ -96,17 +102,27 @@ def read_food101_layout(root: str | Path, split: str = "test", name: str | None 
 
 def read_task(path: str | Path, split: str = "test") -> TransferTask:
     """Read a task folder in any of the three released layouts, told apart by their files."""
+    layout, root = task_layout(path)
+    if layout == "food101":
+        return read_food101_layout(root, split, name=Path(path).name)
+    if layout == "cifar100":
+        return read_cifar100(root, split)
+    return read_imagenet_layout(root)
+
+
+def task_layout(path: str | Path) -> tuple[str, Path]:
+    """Which released layout a task folder is in (food101, cifar100 or imagenet), and the folder that holds it."""
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"transfer task folder not found: {path}")
     for root in (path, path / "food-101"):
-        if (root / "meta" / "classes.txt").is_file():
-            return read_food101_layout(root, split, name=path.name)
+        if os.path.lexists(root / "meta" / "classes.txt"):
+            return "food101", root
     for root in (path, path / "cifar-100-python"):
         if (root / "meta").is_file():
-            return read_cifar100(root, split)
+            return "cifar100", root
     if any(SYNSET.fullmatch(child.name) for child in path.iterdir() if child.is_dir()):
-        return read_imagenet_layout(path)
+        return "imagenet", path
     raise DataError(
         f"{path}: not a transfer task folder in a known layout; expected Food-101's meta/classes.txt, "
         "CIFAR-100's cifar-100-python/{test,meta}, or ImageNet's n01440764/-style class folders"
@@ -121,7 +137,7 @@ def read_cifar100(root: str | Path, split: str = "test", name: str = "cifar100")
     """
     root = Path(root)
     data_file, meta_file = root / split, root / "meta"
-    if not data_file.is_file():
+    if not os.path.lexists(data_file):
         raise DataError(f"{root} is a CIFAR-100 folder without the split file {split!r}; use --split test or train")
     batch, meta = load_cifar_pickle(data_file), load_cifar_pickle(meta_file)
     if not isinstance(batch, dict) or not {b"data", b"fine_labels"} <= batch.keys():
@@ -198,8 +214,12 @@ class CifarUnpickler(pickle.Unpickler):
 def load_cifar_pickle(path: Path) -> object:
     """Unpickle one CIFAR file with :class:`CifarUnpickler`; Python 2 strings become bytes, as released."""
     try:
-        with open(path, "rb") as file:
+        with open_whole(path, MAX_CIFAR_BYTES, "CIFAR-100 file") as file:
             return CifarUnpickler(file, encoding="bytes").load()
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
+    except RecursionError:
+        raise DataError(f"{path}: a pickle nested too deeply to be CIFAR-100's; re-download it") from None
     except pickle.UnpicklingError as err:
         raise DataError(f"{path}: refused or unreadable pickle ({err}); a CIFAR-100 file needs only numpy arrays, so re-download it") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
@@ -250,9 +270,9 @@ def read_imagenet_layout(root: str | Path, name: str = "imagenet") -> TransferTa
 
 def read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; re-download the task's files") from None
+        return read_text_whole(path, MAX_LIST_BYTES, "task list")
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
 
 
 def check_unique_classes(classes: list[str], where: Path) -> None:
@@ -286,7 +306,7 @@ def encode_task(model: CLIP, task: TransferTask, weights_id: str, device: str = 
 def class_text_features(model: CLIP, classes: list[str], template: str, device: str = "cpu") -> torch.Tensor:
     """Normalised text features (n_classes, embed_dim) of the class prompts."""
     tokens = tokenize([template.format(c) for c in classes], model.config.context_length).to(device)
-    return F.normalize(model.encode_text(tokens).float(), dim=-1)
+    return F.normalize(in_sorted_parts(model.encode_text, tokens).float(), dim=-1)
 
 
 def zero_shot_f1(image_features: torch.Tensor, labels: list[int], class_features: torch.Tensor) -> float:

@@ -94,7 +94,9 @@ EXERCISES = (
          "tests/test_intervention.py::test_eq4_identity_rotation_changes_only_the_first_k_coordinates_in_the_model",
          "tests/test_intervention.py::test_eq4_dii_matches_a_naive_hooked_rerun"),
         # The first lines of every function of intervention.py that runs the model.
-        shared=("_check(model, rotation, base_tokens, source_tokens, layer, k)", "n = base_tokens.shape[0]"),
+        shared=("_check(model, rotation, base_tokens, source_tokens, layer, k)", "n = base_tokens.shape[0]",
+                "h, eot = _run_to_site(model, torch.cat([base_tokens, source_tokens]), layer)",
+                "site = _at_end_token(h, eot)"),
     ),
     Exercise(
         "rotation", "the rotation rho and its inverse", "docs/05-rotation.md",

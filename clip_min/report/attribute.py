@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ..attribution import DEFAULT_STEPS, integrated_gradients, mediated_integrated_gradients, word_attributions
+from ..attribution import DEFAULT_STEPS, check_steps, integrated_gradients, mediated_integrated_gradients, word_attributions
 from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
 from ..data.toy import CONCADIA_SUBDIR, CONCRETENESS_FILE, NORMS_FILE
 from ..images import ImageLoadError, load_image, preprocess
-from ..tokenizer import tokenize
+from ..tokenizer import EMPTY_TEXT, empty_once_cleaned, tokenize
 from ..train.device import mixed_precision, resolve_device
 from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
@@ -114,14 +114,16 @@ def attribute_command(args) -> int:
     """The ``attribute`` subcommand: attribute, print, optionally write HTML and correlate with norms."""
     if args.weights is not None and args.run is not None:
         raise ValueError("give --weights or --run, not both: a run folder names its own base weights")
-    if args.steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    check_steps(args.steps)
     if args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     if (args.text is None) != (args.image is None):
         raise ValueError("--text and --image go together: the text is scored against the image")
     if args.text is not None and args.data is not None:
         raise ValueError("give either --text with --image, or --data, not both")
+    empty = [text for text in args.text or [] if empty_once_cleaned(text)]
+    if empty:
+        raise ValueError(f"--text {empty[0]!r} is empty once cleaned ({EMPTY_TEXT}); give texts with words")
     if args.html:
         inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
                                                                   "concreteness")]

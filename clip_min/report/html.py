@@ -88,14 +88,13 @@ def attribution_page(title: str, sections: list[str], scale: float) -> str:
 
 
 def image_data_uri(path: str | Path, size: int = 192) -> str:
-    """A small JPEG of the image, inline, so the page stands alone."""
-    from PIL import Image
+    """A small JPEG of the image, inline, so the page stands alone; opened and scaled to 8 bits as the model's input is."""
+    from ..images import load_image, to_rgb
 
-    with Image.open(path) as image:
-        thumbnail = image.convert("RGB")
-        thumbnail.thumbnail((size, size))
-        buffer = io.BytesIO()
-        thumbnail.save(buffer, format="JPEG", quality=85)
+    thumbnail = to_rgb(load_image(path))
+    thumbnail.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumbnail.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 

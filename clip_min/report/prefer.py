@@ -28,7 +28,8 @@ from ..data.concadia import DataError
 from ..files import atomic_write_text, check_output, inside
 from ..lora import merge_lora
 from ..data.phrases import KINDS, POOL_FILE, Phrase, PoolError, read_pool, toy_pool
-from ..prefer import ClipReward, PreferConfig, align, estimate_reward, kind_shares, phrase_probabilities, sample
+from ..prefer import (ClipReward, PreferConfig, align, check_against_pool, estimate_reward, kind_shares, phrase_probabilities,
+                      sample)
 from ..train.runs import load_model
 from ..train.device import resolve_device
 from ..data.transfer import TransferTask, encode_task, read_task
@@ -217,6 +218,7 @@ def prefer_command(args: argparse.Namespace) -> int:
                                            *(("--task", task) for task in args.task or [])], holds=False)
     device = resolve_device(args.device)
     concepts = read_concepts(args)
+    check_against_pool(config, len(concepts.names), len(concepts.pool))
     models = ([("base", None)] if args.base or not args.run else []) + [(run, run) for run in args.run]
     results = []
     for name, run in models:

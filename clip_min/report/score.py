@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -11,15 +12,18 @@ from pathlib import Path
 import torch
 
 from ..data.concadia import DataError
-from ..files import inside
+from ..files import UnreadableFile, inside, read_text_whole
 from ..data.ratings import read_csv
 from ..images import ImageLoadError, load_image
 from ..losses import clipscore, score
 from ..model import CLIP
+from ..tokenizer import EMPTY_TEXT, empty_once_cleaned
 from ..train.features import encode_images
 from .session import add_model_options, encode_texts, open_model
 
 CLIPSCORE_PREFIX = "A photo depicts "  # Hessel et al. 2021 prefix every text with it
+# A pairs line is an image path and a sentence, about 200 bytes: 1 GiB is five million pairs.
+MAX_PAIRS_BYTES = 1 << 30
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -37,20 +41,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def read_pairs(path: Path) -> tuple[list[tuple[Path, str]], Counter]:
     """(image path, text) per usable row of a .csv or .jsonl file, and counts of bad rows."""
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"--pairs {path}: no such file")
     skipped: Counter = Counter()
     if path.suffix.lower() == ".csv":
         rows = read_csv(path, ["image", "text"])
     elif path.suffix.lower() == ".jsonl":
+        try:
+            lines = read_text_whole(path, MAX_PAIRS_BYTES, "pairs file").splitlines()
+        except UnreadableFile as err:
+            raise DataError(str(err)) from None
         rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in lines:
             if not line.strip():
                 continue
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 skipped["lines that are not JSON"] += 1
+            except RecursionError:  # json recurses once per level of nesting
+                skipped["lines of JSON nested too deeply"] += 1
     else:
         raise DataError(f"--pairs {path}: expected a .csv or .jsonl file with image and text per row")
     pairs = []
@@ -58,6 +68,9 @@ def read_pairs(path: Path) -> tuple[list[tuple[Path, str]], Counter]:
         image, text = (row.get("image"), row.get("text")) if isinstance(row, dict) else (None, None)
         if not isinstance(image, str) or not image.strip() or not isinstance(text, str) or not text.strip():
             skipped["rows without an image or a text"] += 1
+            continue
+        if empty_once_cleaned(text):
+            skipped[f"rows whose text is empty once cleaned ({EMPTY_TEXT})"] += 1
             continue
         image_path = inside(path.parent, image.strip())
         if image_path is None:
@@ -84,6 +97,9 @@ def score_command(args: argparse.Namespace) -> int:
     if args.pairs is None and (args.image is None or args.text is None):
         raise ValueError("give --image and --text together (each may be repeated), or --pairs FILE")
     if args.pairs is None:
+        for text in args.text:
+            if empty_once_cleaned(text):
+                raise DataError(f"--text {text!r} is empty once cleaned ({EMPTY_TEXT}); give a text with words")
         for image in args.image:
             try:
                 load_image(image)  # fail on a bad image before loading the model

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from ..files import UnreadableFile, read_json, read_text_whole
 from ..metrics import recovery, transfer_score
 from ..train.runs import RunError, read_run_config
 from ..train.config import TrainConfig
@@ -38,6 +40,10 @@ from ..train.selected import selection_score
 SETTINGS = (("behavioral", "full"), ("behavioral", "lora"), ("iit-das", "full"), ("iit-das", "lora"))
 OBJECTIVE_NAMES = {"behavioral": "Behavioral", "iit-das": "IIT-DAS", "joint": "Joint", "clip": "Contrastive"}
 FINETUNE_NAMES = {"full": "full", "lora": "LoRA"}
+# metrics.jsonl has a line of about 200 bytes per evaluation: a million evaluations fit in 256 MiB.
+MAX_METRICS_BYTES = 256 << 20
+# summary.json is about 1 kB.
+MAX_SUMMARY_BYTES = 1 << 20
 
 
 @dataclass
@@ -84,10 +90,14 @@ def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[s
 def read_metrics(folder: Path) -> list[dict]:
     """metrics.jsonl as a list of records sorted by step."""
     path = folder / "metrics.jsonl"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise RunError(f"{folder}: metrics.jsonl is missing; is it a train.py run folder?")
+    try:
+        text = read_text_whole(path, MAX_METRICS_BYTES, "metrics.jsonl")
+    except UnreadableFile as err:
+        raise RunError(str(err)) from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -96,7 +106,7 @@ def read_metrics(folder: Path) -> list[dict]:
             records.append(dict(step=int(record["step"]), val_accuracy=float(record["val_accuracy"]),
                                 test_accuracy=None if test is None else float(test),
                                 transfer_f1={k: float(v) for k, v in (record.get("transfer_f1") or {}).items()}))
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise RunError(f"{path}, line {number}: not an evaluation record (step, val_accuracy, transfer_f1); "
                            f"the file is damaged") from None
     return sorted(records, key=lambda r: r["step"])
@@ -109,15 +119,24 @@ def read_run(folder: str | Path, a: float = TrainConfig.trade_off_a) -> RunLog:
     records = read_metrics(folder)
     summary_path = folder / "summary.json"
     try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    except json.JSONDecodeError as err:
-        raise RunError(f"{summary_path} is not valid JSON ({err.msg}); the run folder is damaged") from None
+        summary = read_json(summary_path, MAX_SUMMARY_BYTES, "run summary", "the run folder is damaged") \
+            if os.path.lexists(summary_path) else {}
+    except UnreadableFile as err:
+        raise RunError(str(err)) from None
+    if not isinstance(summary, dict):
+        raise RunError(f"{summary_path} holds a JSON {type(summary).__name__}, not the object train.py writes; "
+                       "the run folder is damaged")
     if records and records[0]["step"] == 0:
         first = records.pop(0)
         base_accuracy, base_f1, base_test = first["val_accuracy"], first["transfer_f1"], first["test_accuracy"]
     elif "transfer_f1_before" in summary:
         # No step-0 evaluation: the summary's numbers, whose accuracy is on the test split.
-        base_accuracy, base_f1 = float(summary["concadia_accuracy_before"]), summary["transfer_f1_before"]
+        try:
+            base_accuracy = float(summary["concadia_accuracy_before"])
+            base_f1 = {k: float(v) for k, v in summary["transfer_f1_before"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise RunError(f"{summary_path}: concadia_accuracy_before or transfer_f1_before is not the number and "
+                           "the table of numbers train.py writes; the run folder is damaged") from None
         base_test = base_accuracy
     else:
         raise RunError(f"{folder}: no step-0 evaluation in metrics.jsonl and no summary.json, so no base to compare with")

@@ -18,6 +18,7 @@ import torch
 
 from ..files import content_fingerprint
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import get_tokenizer
 from ..train.device import mixed_precision, resolve_device
 from ..train.runs import LoadedRun, add_step_option, load_model
@@ -98,7 +99,8 @@ def encode_texts(model: CLIP, texts: list[str], device: str, autocast, batch_siz
     out = []
     for start in range(0, len(texts), batch_size):
         with autocast():
-            out.append(model.encode_text(tokens[start : start + batch_size].to(device)).float().cpu())
+            batch = tokens[start : start + batch_size].to(device)
+            out.append(in_sorted_parts(model.encode_text, batch).float().cpu())
     return (torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)), cut
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..attribution import (BASELINES, COMPLEMENTS, RULES, integrated_gradients, mediated_integrated_gradients,
+from ..attribution import (BASELINES, COMPLEMENTS, RULES, check_steps, integrated_gradients, mediated_integrated_gradients,
                            token_attributions, word_attributions)
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.norms import load_norms
@@ -283,8 +283,8 @@ def table3_command(args) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
-    if args.steps is not None and args.steps < 2:
-        raise ValueError(f"--steps must be at least 2, got {args.steps}")
+    if args.steps is not None:
+        check_steps(args.steps)
     device = resolve_device(args.device)
     config = read_run_config(args.runs[0])
     data = args.data or config.get("data")

@@ -38,6 +38,7 @@ refuse it too, each refusal would send the user to the other.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_save
+from ..files import UnreadableFile, atomic_save, load_tensors
+from ..weights import MAX_WEIGHTS_BYTES
 from .config import as_recorded
 from .folder import claim
 from .runs import read_run_config
@@ -56,6 +58,9 @@ FORMAT = 2  # bump when the contents change (2: the selected step's tensors)
 MAY_CHANGE = ("out", "resume", "epochs", "max_steps", "eval_every", "checkpoint_every", "device")
 # The way on from a checkpoint that cannot be resumed.
 START_AGAIN = "start the run again with its command and --overwrite, or with another --out"
+# A checkpoint holds the trained tensors four times at most (themselves, Adam's two moments, the
+# selected step's copy), and they are never more than the model.
+MAX_CHECKPOINT_BYTES = 4 * MAX_WEIGHTS_BYTES
 
 
 class CheckpointError(ValueError):
@@ -160,7 +165,7 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict | None:
     recorded = read_run_config(folder)
     saved, saved_id = as_recorded({k: v for k, v in recorded.items() if k != "weights_id"}), recorded.get("weights_id")
     path = Path(folder) / NAME
-    state = load(path) if path.is_file() else None
+    state = load(path) if os.path.lexists(path) else None
     if state is None or config_changes(state["run"]["config"], saved) or saved_id not in (None, state["run"]["weights_id"]):
         check_same_run(folder, saved, saved_id, run_config, weights_id)
         print(f"note: {folder} has no {NAME} of this run yet (it stopped before its first); it starts again from "
@@ -173,7 +178,9 @@ def read(folder: Path, run_config: dict, weights_id: str) -> dict | None:
 def load(path: Path) -> dict:
     """``checkpoint.pt``, checked to be whole and laid out as :func:`save` writes it."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+    except UnreadableFile as err:
+        raise CheckpointError(f"{err}; nothing was changed") from None
     except Exception as err:  # a damaged zip or pickle surfaces as many exception types
         raise CheckpointError(f"{path} is truncated or damaged ({type(err).__name__}: it cannot be read); nothing was "
                               f"changed: restore a copy of it, or {START_AGAIN}") from None

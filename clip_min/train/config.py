@@ -11,6 +11,7 @@ model cannot take; the code behind them assumes valid settings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -199,10 +200,19 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    for name in ("lr", "rotation_lr"):
+    # Every number is finite: an infinite learning rate fails only steps later, as "loss is nan".
+    for name in ("lr", "rotation_lr", "lora_alpha", "lora_dropout", "joint_alpha", "l2", "trade_off_a"):
+        value = getattr(config, name)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    for name in ("lr", "rotation_lr", "lora_alpha"):
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not 0 <= config.lora_dropout < 1:
+        raise ValueError(f"--lora-dropout is a probability in [0, 1) (1 would drop every input), got {config.lora_dropout}")
+    if not 0 <= config.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32) (numpy's generator takes no other), got {config.seed}")
     if config.objective not in IIT_OBJECTIVES:
         for name in ("rotation_lr", "iit_samples"):
             if getattr(config, name) is not None:
@@ -219,6 +229,10 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and not Path(value).exists():
             raise FileNotFoundError(f"--{name} {value}: no such file or folder")
+    for folder in config.transfer:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--transfer {folder}: no such folder; pass transfer task folders (Food-101, "
+                                    "CIFAR-100 or ImageNet layout)")
     if config.resume is not None:
         if config.objective == "clip":
             raise ValueError("--resume: --objective clip (pretraining) writes no checkpoints; the fine-tuning objectives "

@@ -17,9 +17,12 @@ import torch
 
 from ..data.concadia import DataError, Example, read_concadia
 from ..data.transfer import TransferTask, class_prompts, class_text_features, encode_task, read_task, zero_shot_f1
+from ..files import open_whole
+from ..images import MAX_IMAGE_BYTES
 from ..losses import score
 from ..metrics import preference_accuracy
 from ..model import CLIP
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import get_tokenizer
 from .features import encode_images, encode_now
 
@@ -77,7 +80,7 @@ def split_digest(examples: list[Example]) -> str:
     digest = hashlib.sha256()
     for e in examples:
         digest.update(json.dumps([e.filename, e.description, e.caption]).encode())
-        with open(e.image_path, "rb") as f:
+        with open_whole(e.image_path, MAX_IMAGE_BYTES, "image") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return "sha256:" + digest.hexdigest()
 
@@ -91,7 +94,7 @@ def split_scores(model: CLIP, split: Split, device: str, autocast, batch_size: i
         image = split.image_features[rows].to(device)
         texts = torch.cat([split.descriptions[rows], split.captions[rows]]).to(device)
         with autocast():
-            des, cap = model.encode_text(texts).float().chunk(2)
+            des, cap = in_sorted_parts(model.encode_text, texts).float().chunk(2)
         c_des.append(score(image, des, model.logit_scale).cpu())
         c_cap.append(score(image, cap, model.logit_scale).cpu())
     return torch.cat(c_des), torch.cat(c_cap)
@@ -142,6 +145,12 @@ def transfer_f1(model: CLIP, tasks: list[TaskData], prompt: str, device: str, au
             classes = class_text_features(model, class_prompts(data.task, prompt), "{}", device)
         scores[data.task.name] = zero_shot_f1(data.image_features.to(device), data.task.labels, classes)
     return scores
+
+
+def measure(model: CLIP, split: Split, tasks: list[TaskData], prompt: str, device: str, autocast) -> dict:
+    """Test preference accuracy and transfer F1 of the model as it is."""
+    return dict(accuracy=split_accuracy(model, split, device, autocast),
+                transfer_f1=transfer_f1(model, tasks, prompt, device, autocast))
 
 
 def rounded(value: float | None) -> str:

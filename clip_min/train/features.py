@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..files import atomic_save, cache_root, file_fingerprint
+from ..files import atomic_save, cache_root, file_fingerprint, load_tensors
 from ..model import CLIP
 from ..images import ImageLoadError, load_image, preprocess
 
@@ -28,7 +28,7 @@ def cache_key(weights_id: str, paths: list[Path], resolution: int) -> str:
     for path in paths:
         try:
             digest.update(file_fingerprint(path).encode())
-        except FileNotFoundError:  # counted as missing by the caller; its name still keys the cache
+        except OSError:  # missing, or a link that loops: the caller counts it; its name still keys the cache
             digest.update(str(path).encode())
     return digest.hexdigest()[:20]
 
@@ -102,8 +102,10 @@ def _encode_cached(model: CLIP, n: int, load, key: str, batch_size: int, device:
 
 def _read_cache(cache_file: Path, n: int, embed_dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """A cached (features, ok) pair, or None, with a note, if the file is damaged: it is then rebuilt."""
+    # The file holds n x embed_dim float32 features and n flags, in a zip of a few kB of its own.
+    limit = n * (4 * embed_dim + 1) + (1 << 20)
     try:
-        cached = torch.load(cache_file, map_location="cpu", weights_only=True)
+        cached = load_tensors(cache_file, limit, "feature cache")
         features, ok = cached["features"], cached["ok"]
         if features.shape == (n, embed_dim) and ok.shape == (n,) and ok.dtype == torch.bool:
             return features, ok

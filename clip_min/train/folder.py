@@ -68,9 +68,9 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(claim(path), "".join(json.dumps(record) + "\n" for record in records))
 
 
-def write_metrics_csv(folder: Path) -> Path:
-    """metrics.jsonl as metrics.csv, a row per evaluation and a column per number, for spreadsheets and plotting tools."""
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+def write_metrics_csv(folder: Path, records: list[dict]) -> Path:
+    """The run's evaluations (metrics.jsonl's records) as metrics.csv, a row each and a column per number, for
+    spreadsheets and plotting tools."""
     tasks = list(dict.fromkeys(task for record in records for task in record.get("transfer_f1") or {}))
     columns = ["step", "loss", "val_accuracy", "test_accuracy", *(f"transfer_f1_{task}" for task in tasks),
                "transfer_score", "skipped_steps"]

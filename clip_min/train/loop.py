@@ -1,10 +1,12 @@
-"""Fine-tuning CLIP to prefer descriptions (Eq. 1), with IIT-DAS (Eq. 2-4) or both (Eq. 5).
+"""Fine-tuning CLIP to prefer descriptions (Eq. 1), with IIT-DAS (Eqs. 2-4) or both (Eq. 5).
 
 Only the text tower is trained by default, as in the authors' code: every image's features are
-computed once (``clip_min.train.features``) and each step runs the text tower on the batch's captions
-and descriptions. :func:`finetune` reads top to bottom: set up (:func:`start`), then for each step
-a batch, :func:`step_loss`, backward, the optimizer's step, and at intervals :func:`evaluate` and
-:func:`save_checkpoint`; :func:`finish` measures the end. It writes into the run folder:
+computed once (``clip_min.train.features``) and each step runs the text tower on the batch's
+captions and descriptions. The file reads top to bottom: the objective on one batch
+(:func:`step_loss`), then the loop (:func:`finetune`): set up, or resume, in one call
+(``clip_min.train.setup.start_or_resume``), then step by step a batch, its loss, backward and
+Adam's step, and at intervals :func:`evaluate` and :func:`save_checkpoint`; :func:`finish`
+measures the end. It writes into the run folder:
 
     config.json     the resolved TrainConfig (what eval.py needs to rebuild the model)
     metrics.jsonl   one line per evaluation: validation and test preference accuracy, transfer F1
@@ -23,27 +25,26 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from . import checkpoint, distributed, selected
 from ..images import load_image, preprocess
 from ..intervention import interchange_features, one_way_features
-from ..lora import apply_lora
 from ..losses import behavioral_loss, iit_loss, iit_loss_rows, joint_loss, score
 from ..metrics import transfer_score
 from ..model import CLIP
 from ..rotation import Rotation
-from ..weights import check_vocabulary, load_weights
-from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig, check_against_model, defaults
-from .device import mixed_precision, resolve_device, seed_everything
-from .evaluation import (Split, TaskData, fmt, load_split, load_tasks, refresh_image_features, rounded, sample_split,
-                         split_accuracy, split_digest, transfer_f1)
-from .folder import append_jsonl, save_run, start_run_folder, write_json
-from .rows import TrainingRows, rows_per_epoch, training_rows
+from ..sorted_parts import in_sorted_parts
+from .config import TrainConfig
+from .evaluation import Split, fmt, measure, refresh_image_features, rounded, split_accuracy, transfer_f1
+from .folder import append_jsonl, save_run, write_json
+from .rows import rows_per_epoch
+from .setup import Run, start_or_resume
 
 LOSS_NAMES = {"behavioral": "behavioral loss (Eq. 1)", "iit-das": "IIT loss (Eqs. 2-3)", "joint": "joint loss (Eq. 5)"}
 
@@ -56,13 +57,14 @@ def step_loss(model: CLIP, rotation: Rotation | None, config: TrainConfig, image
     """
     logit_scale = model.logit_scale
     if config.objective == "behavioral":
-        des, cap = model.encode_text(torch.cat([descriptions, captions])).float().chunk(2)
+        des, cap = in_sorted_parts(model.encode_text, torch.cat([descriptions, captions])).float().chunk(2)
         return behavioral_loss(c_cap=score(image, cap, logit_scale), c_des=score(image, des, logit_scale))
     if caption_base is not None:
         return one_way_loss(model, rotation, config, image, descriptions, captions, caption_base)
-    cap, des, cap_with_des, des_with_cap = (
-        t.float() for t in interchange_features(model, rotation, captions, descriptions, config.layer, config.intervention_size)
-    )
+    swap = partial(interchange_features, model, rotation, layer=config.layer, k=config.intervention_size)
+    with parametrize.cached():  # R computed once for all the parts, not once a part
+        features = in_sorted_parts(swap, captions, descriptions)  # each text with its site, and with its pair's
+    cap, des, cap_with_des, des_with_cap = (t.float() for t in features)
     c_cap, c_des = score(image, cap, logit_scale), score(image, des, logit_scale)
     l_iit = iit_loss(c_cap=c_cap, c_cap_with_des=score(image, cap_with_des, logit_scale),
                      c_des=c_des, c_des_with_cap=score(image, des_with_cap, logit_scale))
@@ -77,8 +79,10 @@ def one_way_loss(model: CLIP, rotation: Rotation, config: TrainConfig, image: to
     logit_scale = model.logit_scale
     pick = caption_base[:, None]  # (B, 1)
     base, source = torch.where(pick, captions, descriptions), torch.where(pick, descriptions, captions)
-    base_f, source_f, patched_f = (t.float() for t in one_way_features(model, rotation, base, source, config.layer,
-                                                                        config.intervention_size))
+    swap = partial(one_way_features, model, rotation, layer=config.layer, k=config.intervention_size)
+    with parametrize.cached():  # R computed once for all the parts
+        features = in_sorted_parts(swap, base, source)
+    base_f, source_f, patched_f = (t.float() for t in features)
     c_base, c_source = score(image, base_f, logit_scale), score(image, source_f, logit_scale)
     l_iit = iit_loss_rows(c_base=c_base, c_base_with_source=score(image, patched_f, logit_scale), caption_base=caption_base)
     if config.objective == "iit-das":
@@ -87,165 +91,40 @@ def one_way_loss(model: CLIP, rotation: Rotation, config: TrainConfig, image: to
     return joint_loss(l_iit=l_iit, l_behavioral=behavioral_loss(c_cap=c_cap, c_des=c_des), a=config.joint_alpha)
 
 
-@dataclass
-class Run:
-    """Everything a fine-tuning run holds while it trains; each process has its own."""
-
-    config: TrainConfig  # resolved: every default filled in
-    out: Path  # the run folder
-    main: bool  # the process that evaluates and writes the run folder
-    device: str
-    autocast: object  # the autocast context factory (nullcontext without mixed precision)
-    scaler: torch.amp.GradScaler | None  # fp16 only
-    model: CLIP
-    rotation: Rotation | None  # DAS's rho (IIT-DAS, joint)
-    params: list[torch.nn.Parameter]  # everything the optimizer trains, the rotation's included
-    names: dict  # parameter -> its name, for errors
-    optimizer: torch.optim.Optimizer
-    rows: TrainingRows  # what the batches index: images, or one-way IIT rows (clip_min.train.rows)
-    order: checkpoint.BatchOrder  # the global batches, checkpointed
-    train: Split
-    val: Split | None  # None outside the main process
-    test: Split | None
-    tasks: list[TaskData]  # transfer tasks (main process only)
-    about: dict  # the checkpoint's "run": resolved config, base fingerprint, training images, numbers before
-    progress: checkpoint.Progress
-    best: dict | None  # the selected step's tensors so far (selected.snapshot)
-    saved_step: int | None  # the last checkpoint's step
-    total: int  # optimizer steps of the whole run
-    started: float = 0.0  # perf_counter at the start, less the wall time of earlier sessions
-
-    @property
-    def before(self) -> dict | None:
-        return self.about["before"]
-
-
 def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> dict:
     """Fine-tune ``weights`` on the Concadia folder ``data``; return the summary (also written to disk).
 
     Under torchrun every process runs this; the main one returns the summary, the others {}.
     """
-    run = start(config, weights, data, tasks)
-    config, progress = run.config, run.progress
-    run.started = time.perf_counter() - progress.wall_s  # wall time goes on from the checkpoint's
-    if run.main and not progress.metrics:
+    run = start_or_resume(config, weights, data, tasks)
+    config, model, optimizer, progress = run.config, run.model, run.optimizer, run.progress
+    total, main = total_steps(config, len(run.batches.split.examples)), distributed.is_main()
+    if main and not progress.metrics:
         evaluate(run, 0)
-    run.model.train()
+    model.train()
     # As a context, the bar is closed before an error is printed, so the error gets a line of its own.
-    with tqdm(total=run.total, initial=progress.step, desc=f"training ({config.objective}, {config.finetune})",
-              unit="step", disable=not run.main) as bar:
-        while progress.step < run.total:
+    with tqdm(total=total, initial=progress.step, desc=f"training ({config.objective}, {config.finetune})",
+              unit="step", disable=not main) as bar:
+        while progress.step < total:
             tick = time.perf_counter()
             step = progress.step + 1
-            rows = run.order.next()  # the global batch, the same in every process
-            run.optimizer.zero_grad(set_to_none=True)
+            rows = run.batches.next()  # the global batch, the same in every process
+            optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(run, rows)  # step_loss on this process's share of the batch
             if loss.requires_grad:  # a process whose share of a short last batch is empty has nothing to do
                 (loss if run.scaler is None else run.scaler.scale(loss)).backward()
-            loss = distributed.sum_gradients(run.params, loss).item()
+            loss = distributed.sum_gradients(trained(optimizer), loss).item()  # summed: the global batch's
             skipped = optimizer_step(run, step, loss)
             record_step(progress, step, loss, skipped, time.perf_counter() - tick, bar)
-            evaluating = step % config.eval_every == 0 or step == run.total
-            saving = step % config.checkpoint_every == 0 or step == run.total
-            if run.main and evaluating:
+            evaluating = step % config.eval_every == 0 or step == total
+            saving = step % config.checkpoint_every == 0 or step == total
+            if main and evaluating:
                 evaluate(run, step)
             if saving:
                 save_checkpoint(run, step)
             if evaluating or saving:
                 distributed.barrier()  # the other processes wait for the main one
     return finish(run)
-
-
-def start(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> Run:
-    """Load the base and the data, measure the start, build the adapters and the optimizer (or resume them)."""
-    device = distributed.device_for(resolve_device(config.device))
-    autocast, scaler = mixed_precision(config.amp, device)
-    out, main = Path(config.out), distributed.is_main()
-    seed_everything(config.seed)
-    model, weights_id = load_weights(weights, device)  # the fingerprint of the bytes loaded
-    check_vocabulary(model, weights)
-    config = defaults(config, model.config.text_layers, model.config.text_width)
-    check_against_model(config, model.config)
-    run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
-    # A checkpoint to resume from is read and checked before anything in the run folder changes.
-    resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
-    with distributed.node_main_first():  # the first process encodes the images; the others read its cache
-        train = load_split(model, data, config.images, "train", weights_id, device, autocast)
-        val = test = None
-        task_data = []
-        if main:
-            val, test = (load_split(model, data, config.images, s, weights_id, device, autocast) for s in ("val", "test"))
-            val = sample_split(val, config.val_images, SAMPLE_SEED)
-            task_data = load_tasks(model, tasks, weights_id, device, autocast)
-    train_id = distributed.from_main(lambda: split_digest(train.examples))  # read once; every process can refuse
-    if resumed:
-        checkpoint.check_train_data(resumed, len(train.examples), train_id)
-    before = None
-    if main:
-        if not config.toy and not task_data:
-            print("note: no --transfer tasks, so model selection (Appendix C) falls back to validation accuracy alone; "
-                  "give --transfer the Food-101, CIFAR-100 and ImageNet folders for the paper's trade-off")
-        # The base's fingerprint goes beside the config, so eval.py --run can tell a replaced base.
-        start_run_folder(out, {**run_config, "weights_id": weights_id}, resumed)
-        before = resumed["run"]["before"] if resumed else measure(model, test, task_data, config, device, autocast)
-        print(f"before: test preference accuracy {before['accuracy']:.3f}, transfer F1 {fmt(before['transfer_f1'])}")
-    params, names, rotation, optimizer = make_optimizer(model, config, device)
-    rows = training_rows(config, len(train.examples))
-    order = checkpoint.BatchOrder(len(rows), config.batch_size, config.seed)
-    about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), train_id=train_id,
-                 before=before)
-    progress = checkpoint.restore(resumed, model, rotation, optimizer, scaler, order) if resumed else checkpoint.Progress()
-    best = resumed.get("selected") if resumed else None
-    if main and best is not None:
-        selected.write(out, best)  # a selection written after the checkpoint belongs to steps about to be rerun
-    return Run(config, out, main, device, autocast, scaler, model, rotation, params, names, optimizer, rows, order, train, val,
-               test, task_data, about, progress, best, saved_step=progress.step if resumed else None,
-               total=total_steps(config, len(train.examples)))
-
-
-def measure(model: CLIP, split: Split, tasks: list[TaskData], config: TrainConfig, device: str, autocast) -> dict:
-    """Test preference accuracy and transfer F1 of the model as it is."""
-    return dict(accuracy=split_accuracy(model, split, device, autocast),
-                transfer_f1=transfer_f1(model, tasks, config.prompt, device, autocast))
-
-
-def make_optimizer(model: CLIP, config: TrainConfig, device: str):
-    """The trained parameters (adapters or tower, and the rotation), their names, the rotation, and Adam."""
-    params = trainable_parameters(model, config)
-    groups = [dict(params=list(params))]
-    rotation = None
-    if config.objective in IIT_OBJECTIVES:
-        rotation = Rotation(model.config.text_width, config.orthogonal_map).to(device)
-        params += list(rotation.parameters())
-        groups.append(dict(params=list(rotation.parameters()), lr=config.rotation_lr))
-    # Every process drew the same initial adapters from the same seed; copying makes sure of it.
-    distributed.copy_from_main(params + ([] if rotation is None else list(rotation.buffers())))
-    names = {p: name for name, p in model.named_parameters()}
-    if rotation is not None:
-        names.update({p: f"rotation.{name}" for name, p in rotation.named_parameters()})
-    return params, names, rotation, torch.optim.Adam(groups, lr=config.lr, weight_decay=config.l2)
-
-
-def trainable_parameters(model: CLIP, config: TrainConfig) -> list[torch.nn.Parameter]:
-    """Freeze what the setting keeps fixed and return what it trains."""
-    if config.finetune == "lora":
-        apply_lora(model, config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets, config.towers)
-        return [p for p in model.parameters() if p.requires_grad]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    # Full fine-tuning trains the text tower (and the vision tower with --towers both); the
-    # temperature trains with it only with --logit-scale trained (the authors'): it scales both
-    # scores of a preference alike, so it moves the loss but cannot change which text wins.
-    towers = [model.token_embedding, model.transformer, model.ln_final]
-    if config.towers == "both":
-        towers.append(model.visual)
-    for module in towers:
-        for p in module.parameters():
-            p.requires_grad_(True)
-    model.positional_embedding.requires_grad_(True)
-    model.text_projection.requires_grad_(True)
-    model.logit_scale.requires_grad_(config.logit_scale == "trained")
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def total_steps(config: TrainConfig, train_images: int) -> int:
@@ -264,11 +143,12 @@ def batch_loss(run: Run, rows: torch.Tensor) -> torch.Tensor:
     local = distributed.shard(rows)
     if not len(local):
         return torch.zeros((), device=run.device)
+    split, training_rows = run.batches.split, run.batches.rows
     with run.autocast():
-        images = run.rows.image[local]  # (b,) the rows' images in the training split
-        caption_base = None if run.rows.caption_base is None else run.rows.caption_base[local].to(run.device)
-        image = batch_images(run.model, run.train, images, run.config, run.device)
-        descriptions, captions = run.train.descriptions[images].to(run.device), run.train.captions[images].to(run.device)
+        images = training_rows.image[local]  # (b,) the rows' images in the training split
+        caption_base = None if training_rows.caption_base is None else training_rows.caption_base[local].to(run.device)
+        image = batch_images(run.model, split, images, run.config, run.device)
+        descriptions, captions = split.descriptions[images].to(run.device), split.captions[images].to(run.device)
         loss = step_loss(run.model, run.rotation, run.config, image, descriptions, captions, caption_base)
         return loss * (len(local) / len(rows))
 
@@ -282,10 +162,18 @@ def batch_images(model: CLIP, split: Split, rows: torch.Tensor, config: TrainCon
     return model.encode_image(pixels.to(device)).float()
 
 
+def trained(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
+    """What the optimizer trains: the adapters (or the tower), then the rotation."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def optimizer_step(run: Run, step: int, loss: float) -> bool:
     """Adam's step on the summed gradients; True if fp16's gradient scaler skipped it."""
     if run.scaler is None:
-        stop_if_not_finite(step, loss, run.params, run.names, run.config, run.saved_step)
+        names = {p: name for name, p in run.model.named_parameters()}
+        if run.rotation is not None:
+            names.update({p: f"rotation.{name}" for name, p in run.rotation.named_parameters()})
+        stop_if_not_finite(step, loss, trained(run.optimizer), names, run.config, run.record.saved_step)
         run.optimizer.step()
         return False
     # The scaler skips a step whose gradients overflowed fp16 and lowers its scale; that happens
@@ -324,61 +212,63 @@ def record_step(progress: checkpoint.Progress, step: int, loss: float, skipped: 
 
 def evaluate(run: Run, step: int) -> None:
     """Log one evaluation to metrics.jsonl, and keep the step's tensors if Appendix C selects it so far."""
-    model, progress, config = run.model, run.progress, run.config
+    model, progress, config, data, record = run.model, run.progress, run.config, run.evaluation, run.record
     model.eval()
     if config.towers == "both":
-        refresh_image_features(model, [run.val, run.test], run.tasks, run.device, run.autocast)
-    f1 = transfer_f1(model, run.tasks, config.prompt, run.device, run.autocast)
+        refresh_image_features(model, [data.val, data.test], data.tasks, run.device, run.autocast)
+    f1 = transfer_f1(model, data.tasks, config.prompt, run.device, run.autocast)
     losses = progress.losses[-config.eval_every:]
-    record = dict(step=step, loss=statistics.fmean(losses) if losses else None,
-                  val_accuracy=split_accuracy(model, run.val, run.device, run.autocast),
-                  test_accuracy=split_accuracy(model, run.test, run.device, run.autocast), transfer_f1=f1,
-                  transfer_score=transfer_score(f1, run.before["transfer_f1"]), skipped_steps=progress.skipped_steps)
-    progress.metrics.append(record)
-    append_jsonl(run.out / "metrics.jsonl", record)
-    run.best = selected.keep_if_selected(run.out, progress, record, run.before["transfer_f1"], model, run.rotation,
-                                         config.trade_off_a, run.best)
+    metrics = dict(step=step, loss=statistics.fmean(losses) if losses else None,
+                   val_accuracy=split_accuracy(model, data.val, run.device, run.autocast),
+                   test_accuracy=split_accuracy(model, data.test, run.device, run.autocast), transfer_f1=f1,
+                   transfer_score=transfer_score(f1, data.before["transfer_f1"]), skipped_steps=progress.skipped_steps)
+    progress.metrics.append(metrics)
+    append_jsonl(record.out / "metrics.jsonl", metrics)
+    record.best = selected.keep_if_selected(record.out, progress, metrics, data.before["transfer_f1"], model, run.rotation,
+                                            config.trade_off_a, record.best)
     model.train()
 
 
 def save_checkpoint(run: Run, step: int) -> None:
     """Write checkpoint.pt (the main process); every process notes the step for its error messages."""
-    if run.main:
-        run.progress.wall_s = time.perf_counter() - run.started
-        checkpoint.save(run.out, run.about, run.progress, run.model, run.rotation, run.optimizer, run.scaler, run.order,
-                        selected=run.best)
-    run.saved_step = step
+    record = run.record
+    if distributed.is_main():
+        run.progress.wall_s = time.perf_counter() - record.started
+        checkpoint.save(record.out, record.about, run.progress, run.model, run.rotation, run.optimizer, run.scaler,
+                        run.batches.order, selected=record.best)
+    record.saved_step = step
 
 
 def finish(run: Run) -> dict:
     """Measure the trained model on the test split and the transfer tasks; write the adapters and summary.json."""
-    if not run.main:
+    if not distributed.is_main():
         distributed.barrier()  # wait for the main process to finish
         return {}
-    config, progress, before = run.config, run.progress, run.before
+    config, progress, data, out = run.config, run.progress, run.evaluation, run.record.out
+    before = data.before
     run.model.eval()
     if config.towers == "both":
-        refresh_image_features(run.model, [run.test], run.tasks, run.device, run.autocast)
-    after = measure(run.model, run.test, run.tasks, config, run.device, run.autocast)
+        refresh_image_features(run.model, [data.test], data.tasks, run.device, run.autocast)
+    after = measure(run.model, data.test, data.tasks, config.prompt, run.device, run.autocast)
     accuracy, f1 = after["accuracy"], after["transfer_f1"]
-    wall = time.perf_counter() - run.started
-    save_run(run.out, run.model, run.rotation, config)
+    wall = time.perf_counter() - run.record.started
+    save_run(out, run.model, run.rotation, config)
     summary = dict(
         objective=config.objective, finetune=config.finetune, toy=config.toy, steps=progress.step, wall_s=round(wall, 2),
         step_time_s=statistics.median(progress.step_times) if progress.step_times else None,
         concadia_accuracy_before=before["accuracy"], concadia_accuracy=accuracy,
         transfer_f1_before=before["transfer_f1"], transfer_f1=f1, transfer_score=transfer_score(f1, before["transfer_f1"]),
-        test_images=len(run.test.examples), train_images=len(run.train.examples),
+        test_images=len(data.test.examples), train_images=len(run.batches.split.examples),
         skipped_steps=progress.skipped_steps, resumes=progress.resumes, processes=distributed.world_size(),
         **selected.selected_summary(progress),
     )
-    write_json(run.out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     print(f"after {progress.step} steps: test preference accuracy {before['accuracy']:.3f} -> {accuracy:.3f}, "
           f"transfer F1 {fmt(f1)}, transfer score {rounded(summary['transfer_score'])}")
     if summary["selected_step"] is not None:
         print(f"selected step {summary['selected_step']} (Appendix C, a = {config.trade_off_a}): validation accuracy "
               f"{summary['selected_val_accuracy']:.3f}, test accuracy {summary['selected_test_accuracy']:.3f}, "
               f"transfer score {rounded(summary['selected_transfer_score'])}; eval.py --run uses it (--step last: the last)")
-    print(f"wrote {run.out / 'summary.json'}")
+    print(f"wrote {out / 'summary.json'}")
     distributed.barrier()
     return summary

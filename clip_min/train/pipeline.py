@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import distributed
-from ..files import atomic_write_text, check_output
-from .pretrain import TOY_CAPTION_WEIGHT, pretrain
+from ..data.concadia import read_concadia
+from ..data.transfer import task_layout
+from ..files import UnreadableFile, atomic_write_text, check_output, read_text_whole, read_whole
+from ..weights import check_vocabulary, load_weights
+from .pretrain import TOY_CAPTION_WEIGHT, TOY_CONFIG, pretrain
 from .toybase import toy_base
 from .folder import claim, remove_stale, write_metrics_csv
+from .rows import check_against_data
 from .runlock import check_run_folder, move_aside, own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
-from .config import TrainConfig, check
+from .config import TrainConfig, check, check_against_model, defaults
 from .device import resolve_device
 from .loop import finetune
 
@@ -48,12 +53,14 @@ def run(config: TrainConfig) -> dict:
     distributed.init(resolve_device(config.device))
     try:
         main = distributed.is_main()
+        with distributed.quiet_unless_main():
+            prepared = prepare(config)  # before the run folder is touched: a refused command leaves it as it was
         if main and keep_earlier:
             print(f"note: the earlier run in {config.out} (the default --out) is kept as {move_aside(config.out)}, "
                   f"and {config.out} is this run's; pass --out to name a run's folder")
         # The main process writes the run folder, so it owns it for the whole run (clip_min.train.runlock).
         with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
-            summary = _run(config)
+            summary = _run(prepared)
             if main:
                 if config.objective != "clip":  # pretraining logs no evaluations to draw
                     picture_run(Path(config.out), config.trade_off_a)
@@ -63,20 +70,53 @@ def run(config: TrainConfig) -> dict:
         distributed.close()
 
 
-def _run(config: TrainConfig) -> dict:
-    if not config.toy:
+@dataclass(frozen=True)
+class Prepared:
+    """A run's inputs, found and checked: the configuration with every default filled in."""
+
+    config: TrainConfig
+    weights: Path | None  # the base; None: pretraining the toy world's CLIP from scratch
+    data: Path  # the Concadia folder
+    tasks: list[str]  # the transfer task folders
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Find the base and the data (making the toy world's on first use), and check every flag against them.
+
+    This runs before the run folder is created or touched. The base is read here for its shape
+    alone (the rank, block and k it can take) and read again by the run; the training split is
+    counted (the batch and the IIT-DAS triplets it can fill), and each transfer folder must be in
+    a known layout.
+    """
+    if config.toy:
+        print(TOY_BANNER)
+        with distributed.node_main_first():  # the first process builds the toy world and base; the others find them
+            world, toy_tasks = toy_world()
+            weights = None if config.objective == "clip" else toy_base(world)
+        data, tasks = world / "concadia", list(config.transfer) or toy_tasks
+    else:
         weights, data, tasks = Path(config.weights), Path(config.data), list(config.transfer)
-        if config.objective == "clip":
-            return pretrain(config, weights, data, tasks)
-        return finetune(config, weights, data, tasks)
-    print(TOY_BANNER)
+    if weights is None:
+        shape = TOY_CONFIG
+    else:
+        model, _ = load_weights(weights, "cpu")
+        check_vocabulary(model, weights)
+        shape = model.config
+        del model
+    config = defaults(config, shape.text_layers, shape.text_width)
+    check_against_model(config, shape)
+    check_against_data(config, len(read_concadia(data, "train", config.images)[0]))
+    for folder in tasks:
+        task_layout(folder)
+    return Prepared(config, weights, data, tasks)
+
+
+def _run(prepared: Prepared) -> dict:
+    config, weights, data, tasks = prepared.config, prepared.weights, prepared.data, prepared.tasks
     if config.objective == "clip":
-        world, tasks = toy_world()
-        return pretrain(config, None, world / "concadia", list(config.transfer) or tasks, caption_weight=TOY_CAPTION_WEIGHT)
-    with distributed.node_main_first():  # the first process builds the toy world and base; the others find them
-        world, tasks = toy_world()
-        base = toy_base(world)
-    return finetune(config, base, world / "concadia", list(config.transfer) or tasks)
+        toy = dict(caption_weight=TOY_CAPTION_WEIGHT) if config.toy else {}
+        return pretrain(config, weights, data, tasks, **toy)
+    return finetune(config, weights, data, tasks)
 
 
 def picture_run(out: Path, a: float) -> None:
@@ -85,9 +125,10 @@ def picture_run(out: Path, a: float) -> None:
     ``a`` is the run's Appendix C trade-off, so the step marked is the one it selected.
     """
     from ..report.figures import figure_run
-    from ..report.selection import read_run
+    from ..report.selection import MAX_METRICS_BYTES, read_run
 
-    table = write_metrics_csv(out)
+    logged = read_text_whole(out / "metrics.jsonl", MAX_METRICS_BYTES, "metrics.jsonl")
+    table = write_metrics_csv(out, [json.loads(line) for line in logged.splitlines() if line.strip()])
     picture = figure_run(read_run(out, a), claim(out / "curves.png"))
     print(f"wrote {picture} (accuracy and transfer F1 over training, the selected step marked) and {table}")
 
@@ -103,7 +144,12 @@ def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
     """Whether ``config.out`` holds a finished run that the same ``request`` started."""
     folder = Path(config.out)
     stamp = folder / stamp_name
-    return (folder / "summary.json").is_file() and stamp.is_file() and stamp.read_text() == request
+    if not ((folder / "summary.json").is_file() and stamp.is_file()):
+        return False
+    try:
+        return read_whole(stamp, len(request.encode()), "request stamp") == request.encode()
+    except UnreadableFile:  # longer than the request, or unreadable: not this request's, so the run is done again
+        return False
 
 
 def run_stamped(config: TrainConfig, request: str, stamp_name: str) -> dict:

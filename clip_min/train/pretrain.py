@@ -23,6 +23,7 @@ from ..files import content_fingerprint
 from ..images import ImageLoadError, load_image, preprocess
 from ..losses import two_text_contrastive_loss
 from ..model import CLIP, CLIPConfig
+from ..sorted_parts import in_sorted_parts
 from ..tokenizer import tokenize
 from ..weights import load_clip, save_clip
 from .config import TOY_DEFAULTS, TrainConfig, defaults
@@ -89,7 +90,7 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
             for rows in torch.randperm(len(pixels), generator=generator).split(config.batch_size)[: total - step]:
                 with autocast():
                     image = model.encode_image(pixels[rows].to(device)).float()
-                    text = model.encode_text(torch.cat([descriptions[rows], captions[rows]]).to(device)).float()
+                    text = in_sorted_parts(model.encode_text, torch.cat([descriptions[rows], captions[rows]]).to(device)).float()
                     loss = two_text_contrastive_loss(image, *text.chunk(2), model.logit_scale, caption_weight)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import IIT_OBJECTIVES, SAMPLE_SEED, TrainConfig
+from .config import IIT_OBJECTIVES, PAPER_DEFAULTS, SAMPLE_SEED, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,24 @@ def rows_per_epoch(config: TrainConfig, n_images: int) -> int:
         return n_images
     triplets = config.iit_samples or n_images
     return triplets * (2 if config.iit_rows == "one-way" else 1)
+
+
+# The paper's 100,000 triplets an epoch are 1.3 per image of Concadia's training split; an epoch of
+# more than 100 per image shows each triplet a hundred times over, and the authors' fixed draw of
+# them (triplets="fixed") is held in memory whole. The paper's number itself is always allowed, so
+# that the recipes' default runs on a small data set too.
+MAX_TRIPLETS_PER_IMAGE = 100
+
+
+def check_against_data(config: TrainConfig, n_images: int) -> None:
+    """Refuse sizes the training split cannot fill, stating the largest that makes sense; ``config`` is resolved."""
+    if config.objective in IIT_OBJECTIVES and config.iit_samples is not None:
+        paper = PAPER_DEFAULTS["iit-das", "lora"]["iit_samples"]
+        most = max(MAX_TRIPLETS_PER_IMAGE * n_images, paper)
+        if config.iit_samples > most:
+            raise ValueError(f"--iit-samples {config.iit_samples} is more than {MAX_TRIPLETS_PER_IMAGE} triplets for each "
+                             f"of the {n_images} training images (or the paper's {paper:,}, if more); use at most {most}")
+    rows = rows_per_epoch(config, n_images)
+    if config.batch_size > rows:
+        raise ValueError(f"--batch-size {config.batch_size} is more than the {rows} rows of an epoch (from {n_images} "
+                         f"training images); a step cannot take more than an epoch holds, use at most {rows}")

@@ -7,6 +7,7 @@ the one it ended with (``adapters.pt`` or ``weights.pt``; ``step="last"``, eval.
 from __future__ import annotations
 
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass
@@ -17,16 +18,21 @@ import torch
 from . import selected
 from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig, as_recorded
 from ..data.toy import toy_world_dir
+from ..files import UnreadableFile, load_tensors, read_json
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
 from ..rotation import Rotation
-from ..weights import WeightsError, check_vocabulary, load_clip, load_weights
+from ..weights import MAX_WEIGHTS_BYTES, check_vocabulary, load_clip, load_weights
 
 
 class RunError(ValueError):
     """A run folder that cannot be loaded; the message says what is missing."""
 
 
+# A run's config.json is about 1 kB; its longest field, the list of transfer folders, stays far below this.
+MAX_RUN_CONFIG_BYTES = 1 << 20
+# selected.pt and adapters.pt hold some of a model's tensors, never more than the model.
+MAX_RUN_TENSORS_BYTES = MAX_WEIGHTS_BYTES
 # config.json fields every run has, and those a LoRA run needs to rebuild its adapters.
 REQUIRED_FIELDS = ("objective", "finetune")
 LORA_FIELDS = ("weights", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "towers")
@@ -75,14 +81,12 @@ def read_run_config(folder: str | Path) -> dict:
     path = folder / "config.json"
     if not folder.is_dir():
         raise RunError(f"run folder not found: {folder}; pass --run the --out folder of a train.py run")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise RunError(f"{folder} is not a train.py run folder: config.json is missing")
     try:
-        config = json.loads(path.read_text())
-    except RecursionError:
-        raise RunError(f"{path} is JSON nested too deeply to be a run's config; the run folder is damaged") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{path} is not valid JSON ({getattr(err, 'msg', err)}); the run folder is damaged") from None
+        config = read_json(path, MAX_RUN_CONFIG_BYTES, "run config", "the run folder is damaged")
+    except UnreadableFile as err:
+        raise RunError(str(err)) from None
     if not isinstance(config, dict):
         raise RunError(f"{path} holds a JSON {type(config).__name__}, not the object train.py writes; the run folder is damaged")
     missing = [name for name in REQUIRED_FIELDS if name not in config]
@@ -136,15 +140,15 @@ def load_run(folder: str | Path, device: str = "cpu", step: str = "selected") ->
     adapters_path, weights_path = folder / "adapters.pt", folder / "weights.pt"
     weights_id = None
     if config.get("finetune") == "full" or config.get("objective") == "clip":
-        if not weights_path.is_file():
+        if not os.path.lexists(weights_path):
             raise RunError(f"{folder}: weights.pt is missing; a full fine-tuning run writes it at its end")
         model = load_clip(weights_path, device)
     else:
-        if not adapters_path.is_file():
+        if not os.path.lexists(adapters_path):
             raise RunError(f"{folder}: adapters.pt is missing; a LoRA run writes it at its end")
         model, weights_id = _base_model(folder, config, device)
     rotation = None
-    if adapters_path.is_file():
+    if os.path.lexists(adapters_path):
         adapters = read_adapters(adapters_path, device)
         if config["finetune"] == "lora" and config["objective"] != "clip":
             if "lora" not in adapters:
@@ -167,13 +171,15 @@ def _base_model(folder: Path, config: dict, device: str) -> tuple[CLIP, str]:
         raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild the model; "
                        "the run folder is damaged")
     base = config["weights"]
-    if isinstance(base, str) and not Path(base).exists() and Path(base) == toy_world_dir() / "base" / "weights.pt":
+    if isinstance(base, str) and not os.path.lexists(base) and Path(base) == toy_world_dir() / "base" / "weights.pt":
         # The toy base lives in the cache, which a cleared cache or a new toy world empties: unpack it again.
         from .pipeline import toy_world
         from .toybase import toy_base
 
         toy_base(toy_world()[0])
-    if not isinstance(base, str) or not Path(base).exists():
+    # A base that is there in name is checked as any weights are (load_weights): a FIFO, a device or
+    # a file of absurd size named by a received config.json is refused before it is read.
+    if not isinstance(base, str) or not os.path.lexists(base):
         raise RunError(f"{folder}: its base weights {base!r} are gone; the run's config.json names them")
     model, weights_id = load_weights(base, device)
     check_base(folder, base, config.get("weights_id"), weights_id)
@@ -206,7 +212,7 @@ def _rotation(model: CLIP, config: dict, state: dict | None, path: Path, device:
     return rotation.eval()
 
 
-# The parameters full fine-tuning trains (clip_min.train.loop.trainable_parameters), by name.
+# The parameters full fine-tuning trains (clip_min.train.setup.trainable_parameters), by name.
 TEXT_TOWER = ("token_embedding.", "transformer.", "ln_final.", "positional_embedding", "text_projection")
 
 
@@ -231,7 +237,9 @@ def check_base(folder: Path, base: str, weights_id: str | None, loaded_id: str) 
 
 def _read_tensors(path: Path, device: str):
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return load_tensors(path, MAX_RUN_TENSORS_BYTES, path.name, device)
+    except UnreadableFile as err:
+        raise RunError(str(err)) from None
     except Exception as err:  # torch raises many types for a damaged file
         raise RunError(f"{path} cannot be read ({type(err).__name__}); the run folder is damaged") from None
 
@@ -271,7 +279,7 @@ def read_selected(path: Path, device: str) -> dict:
 def _load_selected(folder: Path, config: dict, device: str) -> LoadedRun:
     """The base weights with the tensors of ``selected.pt`` put back (LoRA attached for LoRA runs)."""
     path = folder / selected.NAME
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise RunError(f"{folder}: {selected.NAME} is missing (no evaluation after step 0 yet, or a run from before "
                        "clip_min kept the selected step); pass --step last for its last weights")
     state = read_selected(path, device)
@@ -295,8 +303,6 @@ def load_model(weights: str | None, run: str | None, device: str = "cpu", step: 
 
         world, _ = toy_world()
         weights = str(toy_base(world))
-    if not Path(weights).exists():
-        raise WeightsError(f"{weights}: no such file or folder; pass --weights an OpenAI or Hugging Face CLIP checkpoint")
     model, weights_id = load_weights(weights, device)
     check_vocabulary(model, weights)
     return LoadedRun(model, None, {"weights": str(weights)}, Path(weights), weights_id=weights_id)

@@ -26,14 +26,16 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_save, atomic_write_text
+from ..files import UnreadableFile, atomic_save, atomic_write_text, load_tensors, read_whole
 from ..model import CLIP, CLIPConfig
-from ..weights import WeightsError
+from ..weights import MAX_WEIGHTS_BYTES, WeightsError
 from .pretrain import TOY_CAPTION_WEIGHT, TOY_CONFIG, TOY_PRETRAIN, evaluate_base, pretrain
 
 TOY_BASE_FILE = Path(__file__).with_name("toy_base.pt")
 TOY_BASE_SHA256 = "26f72730befe6b9f8adcf1d611bf2dbcfa4474b4aa65efc8ac6bac78c7b57828"
 TOKENS = "token_embedding.weight"
+# The packed base is 1.2 MB; a file of many times that is not one python -m clip_min.train.toybase wrote.
+MAX_PACKED_BYTES = 64 << 20
 
 
 def initial_state(config: CLIPConfig, seed: int) -> dict[str, torch.Tensor]:
@@ -45,7 +47,7 @@ def initial_state(config: CLIPConfig, seed: int) -> dict[str, torch.Tensor]:
 
 def pack(weights: Path, out: Path, config: CLIPConfig, seed: int) -> None:
     """Write OpenAI-format ``weights`` pretrained from ``seed`` as a packed base (see the module's doc)."""
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_tensors(weights, MAX_WEIGHTS_BYTES, "weights file")
     changed = (state[TOKENS] != initial_state(config, seed)[TOKENS]).any(dim=1).nonzero().squeeze(1)
     atomic_save({
         "format": 1, "model": asdict(config), "seed": seed,
@@ -56,7 +58,7 @@ def pack(weights: Path, out: Path, config: CLIPConfig, seed: int) -> None:
 
 def unpack(packed: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
     """The fp32 OpenAI-format state dict of a packed base, after checking the file's hash."""
-    data = packed.read_bytes()
+    data = read_whole(packed, MAX_PACKED_BYTES, "packed toy base")
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected_sha256:
         raise WeightsError(f"{packed}: SHA-256 {digest[:12]}..., expected {expected_sha256[:12]}...; the shipped toy base "
@@ -73,13 +75,21 @@ def toy_base(world: Path) -> Path:
     folder = world / "base"
     weights, stamp = folder / "weights.pt", folder / "shipped.json"
     expected = json.dumps({"sha256": TOY_BASE_SHA256})
-    if weights.is_file() and stamp.is_file() and stamp.read_text() == expected:
+    if weights.is_file() and stamp.is_file() and _holds(stamp, expected):
         return weights
     print(f"unpacking the toy base CLIP (once; cached in {folder})")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_save(unpack(TOY_BASE_FILE, TOY_BASE_SHA256), weights)
     atomic_write_text(stamp, expected)
     return weights
+
+
+def _holds(stamp: Path, expected: str) -> bool:
+    """Whether the stamp file says ``expected``; one that cannot be read, or says more, does not."""
+    try:
+        return read_whole(stamp, len(expected.encode()), "toy base stamp") == expected.encode()
+    except UnreadableFile:
+        return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ...files import cache_root
+from ...files import UnreadableFile, cache_root, read_json
 from .articles import plan_toy_world, plan_transfer_tasks
 from .drawing import render_scene
 from .imageability import toy_word_ratings, write_brysbaert_concreteness, write_glasgow_norms
@@ -67,8 +67,8 @@ def make_toy_world(root: str | Path, seed: int = 0, n_articles: int = 600, **opt
 
 def _read_manifest(root: Path) -> dict | None:
     try:
-        return json.loads((root / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
+        return read_json(root / MANIFEST_FILE, 1 << 20, "toy world manifest", "the world is made again")  # ~1 kB
+    except UnreadableFile:
         return None
 
 
