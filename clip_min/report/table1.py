@@ -14,7 +14,7 @@ from pathlib import Path
 from ..files import atomic_write_text, check_output
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
-from ..train.config import RECIPES, TrainConfig
+from ..train.config import RECIPES, TrainConfig, recipe_setting
 from ..train.device import mixed_precision, resolve_device
 from ..train.runs import RECIPE_STEP, LoadedRun, load_model, load_run, read_run_config, run_recipe
 from . import table3
@@ -102,13 +102,16 @@ def table_command(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     _check_a(args.a)
+    # --amp left unset is the recipe's, written out so that the request stamps say how the runs computed.
+    amp = args.amp or recipe_setting(TrainConfig(recipe=args.recipe), "amp")
     options = dict(max_steps=args.max_steps, epochs=args.epochs, eval_every=args.eval_every,
-                   device=args.device, amp=args.amp, recipe=args.recipe)
+                   device=args.device, amp=amp, recipe=args.recipe)
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
         # "selected": runs from before training kept the selected step are trained again.
         # Without --recipe the request reads as before there were recipes, so those runs are reused.
-        request = json.dumps({**pipeline.given(options), "seed": config.seed, "selected": True}, sort_keys=True)
+        request = json.dumps({**pipeline.given(options), "seed": config.seed, "selected": True,
+                              **pipeline.mark_full(config.finetune)}, sort_keys=True)
         if pipeline.finished(config, request, "table_request.json"):
             print(f"{config.out}: finished earlier with the same options; reused (delete it to train again)")
             continue
@@ -157,5 +160,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="passes over the toy training split (default: the toy default)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the toy default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="autocast (default: the recipe's, as train.py)")
     p.set_defaults(func=table_command)
