@@ -545,6 +545,12 @@ def test_a_resumed_authors_run_evaluates_and_reads_the_batches_of_one_never_stop
     assert torch.equal(torch.cat(batches[per_epoch - saved:]), torch.cat(whole_batches[:per_epoch]))
 
 
+def autocast_dtype(autocast):
+    """What an autocast factory computes in on the CPU: its dtype, or False without autocast."""
+    with autocast():
+        return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+
+
 def precision_seen(monkeypatch) -> dict:
     """Whether autocast is on, and its dtype, in each training step's loss and each split's evaluation."""
     seen = dict(steps=set(), evaluations=set())
@@ -555,8 +561,7 @@ def precision_seen(monkeypatch) -> dict:
         return step_loss(*args, **kwargs)
 
     def evaluation(model, split, device, autocast):
-        with autocast():
-            seen["evaluations"].add(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        seen["evaluations"].add(autocast_dtype(autocast))
         return split_accuracy(model, split, device, autocast)
 
     monkeypatch.setattr(loop, "step_loss", step)
@@ -577,3 +582,22 @@ def test_the_authors_train_and_evaluate_in_fp32_unless_amp_is_given(setup, tmp_p
     assert json.loads((out / "config.json").read_text())["amp"] == recorded
     # On CUDA, where the recipes part, "auto" is bf16 (fp16 without it): device.mixed_precision.
     assert seen == dict(steps={autocast}, evaluations={autocast})
+
+
+def test_eval_py_measures_a_run_in_the_precision_it_trained_in_unless_amp_is_given(setup, tmp_path):
+    from argparse import Namespace
+
+    from clip_min.report.session import open_model
+
+    runs = {}
+    for amp in ("bf16", "off"):
+        runs[amp] = tmp_path / amp
+        assert run_train(setup, setup["base"], runs[amp], "--lora-rank", "8", "--amp", amp) == 0
+
+    def measured(run, amp=None, weights=None):
+        args = Namespace(weights=weights, run=None if run is None else str(run), step="last", device="cpu", amp=amp)
+        return autocast_dtype(open_model(args).autocast)
+
+    assert measured(runs["bf16"]) == torch.bfloat16 and measured(runs["off"]) is False
+    assert measured(runs["bf16"], amp="off") is False and measured(runs["off"], amp="bf16") == torch.bfloat16
+    assert measured(None, weights=str(setup["base"])) is False  # plain weights: auto, which is off on a CPU
