@@ -33,7 +33,7 @@ class TrainConfig:
 
     recipe: str | None = None  # authors (the released runs) or paper (Appendix B's text); None: authors on real data, paper on the toy world
     objective: str = "behavioral"  # clip (contrastive pretraining), behavioral (Eq. 1), iit-das (Eq. 2-3), joint (Eq. 5)
-    finetune: str = "lora"  # lora: train low-rank adapters only; full: train every text-tower weight (clip: always full)
+    finetune: str = "lora"  # lora: train low-rank adapters only; full: every weight of the trained towers (clip: always full)
     lora_rank: int | None = None  # r; paper: 64 behavioral, 128 IIT-DAS; authors: 128 behavioral, 64 IIT-DAS
     lora_alpha: float | None = None  # scaling = alpha / r; the authors set alpha = r
     lora_dropout: float = 0.0  # dropout on the adapter's input
@@ -52,7 +52,7 @@ class TrainConfig:
     iit_rows: str | None = None  # pairs: a row is one image, both directions of Eqs. 2-3; one-way: a row is one direction
     triplets: str | None = None  # IIT-DAS, joint: stream (reshuffled split) or fixed (one draw with replacement, SAMPLE_SEED)
     val_images: int | None = None  # validation images drawn once with SAMPLE_SEED; 0: the whole split
-    logit_scale: str | None = None  # full fine-tuning: fixed, or trained with the text tower
+    logit_scale: str | None = None  # full fine-tuning: the temperature fixed, or trained with the towers
     orthogonal_map: str | None = None  # how the rotation is computed from its free parameter (clip_min.rotation)
     shuffle: str | None = None  # every-epoch: a new permutation of the rows each epoch; once: one, read in every epoch
     seed: int = 0  # seeds data order, initialisation of adapters and rotation
@@ -92,7 +92,7 @@ PAPER_DEFAULTS = {
     "all": dict(layer=10, intervention_size=256, epochs=10, eval_every=500, batch_size=12,  # Appendix B
                 iit_rows="pairs", triplets="stream", val_images=0, orthogonal_map="cayley",  # ours
                 eval_schedule="run", shuffle="every-epoch", amp="auto",  # ours
-                towers="text", logit_scale="fixed",  # LoRA (Appendix B adapts the text tower)
+                towers="text", logit_scale="fixed",  # LoRA's: ours, the paper does not say which tower it adapts
                 prompt="paper"),  # the paper's transfer prompt, "An image of ___"
     ("behavioral", "full"): dict(lr=5e-7, lora_rank=64, **ALL_OF_CLIP),  # Appendix B: lr 0.5e-6
     ("behavioral", "lora"): dict(lr=5e-7, lora_rank=64),  # Appendix B: rank 64, full fine-tuning's lr
