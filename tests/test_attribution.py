@@ -116,12 +116,12 @@ def test_eq6_the_authors_baseline_scores_as_bos_then_eos_to_the_end(model, input
     """ig.py's x': [BOS, EOS, ..., EOS] of the text's length (its padding id is the end token, 49407)."""
     image, tokens = inputs
     for row in range(len(TEXTS)):
-        eot = int(tokens[row].argmax())
-        ids = torch.full((1, eot + 1), 49407)
+        end = int(tokens[row].argmax())  # the end token's position
+        ids = torch.full((1, end + 1), 49407)
         ids[0, 0] = 49406
         authors = model.token_embedding(ids).detach()
         ours = authors.clone()
-        ours[:, 1:eot] = 0  # the other baseline: the inner tokens zero
+        ours[:, 1:end] = 0  # the other baseline: the inner tokens zero
         with torch.no_grad():
             expected = hooked_score(model, image[row : row + 1], tokens[row : row + 1], authors)
             other = hooked_score(model, image[row : row + 1], tokens[row : row + 1], ours)

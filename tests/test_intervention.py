@@ -303,7 +303,7 @@ def one_way_loss_by_hand(model: CLIP, rot: Rotation, image, descriptions, captio
     c_source = c(source_features)
     c_cap, c_des = torch.where(caption_base, c_base, c_source), torch.where(caption_base, c_source, c_base)
     l_behavioral = ce(c_cap, c_des, torch.ones_like(caption_base)).mean()
-    return a * l_iit + (1 - a) * l_behavioral
+    return l_behavioral + a * (l_iit - l_behavioral)  # Eq. 5, a L_IIT + (1 - a) L_behavioral
 
 
 @pytest.mark.parametrize("objective", ["iit-das", "joint"])
