@@ -94,7 +94,7 @@ def test_training_and_table_1_select_the_earliest_of_a_tie_and_never_step_0(setu
 
 def test_evaluation_with_lora_dropout_runs_in_eval_mode_and_training_goes_on_in_train_mode(setup, tmp_path,
                                                                                              monkeypatch):
-    """Dropout 0.5 on the adapters: an evaluation in train mode would score a random half of each branch."""
+    """Dropout 0.5 on the adapters: an evaluation in train mode would drop half of each branch's inputs."""
     from clip_min.train import loop
 
     modes, real_accuracy, real_step_loss = [], loop.split_accuracy, loop.step_loss

@@ -78,9 +78,9 @@ class RunLog:
     def best(self) -> StepScore:
         """Appendix C: the step with the highest trade-off, by the rule training selects with (``beats``)."""
         best = None
-        for step in self.steps:  # in step order, as the run evaluated them
-            if beats(step.step, step.trade_off, None if best is None else best.trade_off):
-                best = step
+        for candidate in self.steps:  # in step order, as the run evaluated them
+            if beats(candidate.step, candidate.trade_off, None if best is None else best.trade_off):
+                best = candidate
         return best
 
 
