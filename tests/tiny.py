@@ -112,3 +112,33 @@ def openai_reference(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def scripted_evaluations(monkeypatch, accuracy: dict[int, float], crash_after: set[int] = frozenset()) -> dict:
+    """Make train.py's evaluations log validation accuracy ``accuracy[step]`` and no transfer tasks.
+
+    Each evaluation logs the test accuracy as the validation accuracy less 0.1 and no transfer F1,
+    so Appendix C selects by validation accuracy alone (as a run without --transfer does). Returns
+    {step: {name: tensor}}: copies of what the run trains, taken as each evaluation begins. A step
+    in ``crash_after`` raises KeyboardInterrupt once its evaluation is logged, as Ctrl-C there would.
+    """
+    from clip_min.train import loop
+
+    now, trained, real = {}, {}, loop.evaluate
+    crash_after = set(crash_after)
+
+    def evaluate(run, step):
+        now.update(step=step, val=run.evaluation.val)
+        trained[step] = {name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad}
+        real(run, step)
+        if step in crash_after:
+            crash_after.discard(step)
+            raise KeyboardInterrupt
+
+    def split_accuracy(model, split, device, autocast):
+        return accuracy[now["step"]] - (0.0 if split is now["val"] else 0.1)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "split_accuracy", split_accuracy)
+    monkeypatch.setattr(loop, "transfer_f1", lambda *args: {})
+    return trained
