@@ -69,11 +69,14 @@ def as_flags(options: dict) -> list[str]:
 def run_flags(setup, out, **options) -> list[str]:
     """train.py's flags for a two-step behavioral LoRA run on a tiny_world, scored on its colour task.
 
-    ``options`` override them; ``out=None`` leaves --out out (train.py's default folder).
+    ``options`` override them; ``out=None`` leaves --out out (train.py's default folder). The run
+    evaluates at steps 0, N, 2N, ... and its last (--eval-schedule run), not after each epoch's
+    first batch as the authors' recipe, which real-format data takes by default, would.
     """
     world = setup["world"]
     chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2)
+                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2,
+                  eval_schedule="run")
     if out is not None:
         chosen["out"] = out
     chosen.update(options)
