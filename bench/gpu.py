@@ -220,7 +220,7 @@ def ours_step(v: Variant, s: Sizes, device: str, pool: Pool):
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device)
     rank = s.rank if v.objective == "behavioral" else s.iit_rank
-    config = TrainConfig(objective=v.objective, lora_rank=rank, lora_alpha=float(rank), layer=s.layer,
+    config = TrainConfig(objective=v.objective, lora_rank=rank, lora_alpha=float(rank), towers="text", layer=s.layer,
                                   intervention_size=s.k, lr=1e-4, amp=v.amp, device=device)
     params = setup.trainable_parameters(model, config)
     rotation = None
@@ -387,7 +387,7 @@ def loss_curve(s: Sizes, device: str, pool: Pool, amp: str) -> dict:
     """Losses of `curve_steps` behavioral LoRA steps from the same weights on the same batches."""
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device)
-    config = TrainConfig(objective="behavioral", lora_rank=s.rank, lora_alpha=float(s.rank), lr=1e-4, amp=amp)
+    config = TrainConfig(objective="behavioral", lora_rank=s.rank, lora_alpha=float(s.rank), towers="text", lr=1e-4, amp=amp)
     params = setup.trainable_parameters(model, config)
     optimizer = torch.optim.Adam(params, lr=config.lr)
     autocast, scaler = mixed_precision(amp, device)
@@ -415,7 +415,7 @@ def measure_evaluation(s: Sizes, device: str) -> dict:
     """Seconds of one validation evaluation (split_accuracy) on `val_images` images, bf16."""
     torch.manual_seed(0)
     model = CLIP(s.shape).to(device).eval()
-    config = TrainConfig(lora_rank=s.rank, lora_alpha=float(s.rank))
+    config = TrainConfig(lora_rank=s.rank, lora_alpha=float(s.rank), towers="text")
     setup.trainable_parameters(model, config)  # the adapters, as in a LoRA run
     pool = Pool(s.val_images, s.shape.embed_dim, seed=4)
     # split_scores reads only the number of examples, the image features and the token ids.

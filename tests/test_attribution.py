@@ -113,6 +113,24 @@ def test_eq6_baseline_score_is_the_empty_text(model, inputs):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+def test_eq6_the_authors_baseline_scores_as_bos_then_eos_to_the_end(model, inputs):
+    """ig.py's x': [BOS, EOS, ..., EOS] of the text's length (its padding id is the end token, 49407)."""
+    image, tokens = inputs
+    for row in range(len(TEXTS)):
+        end = int(tokens[row].argmax())  # the end token's position
+        ids = torch.full((1, end + 1), 49407)
+        ids[0, 0] = 49406
+        authors = model.token_embedding(ids).detach()
+        ours = authors.clone()
+        ours[:, 1:end] = 0  # the other baseline: the inner tokens zero
+        with torch.no_grad():
+            expected = hooked_score(model, image[row : row + 1], tokens[row : row + 1], authors)
+            other = hooked_score(model, image[row : row + 1], tokens[row : row + 1], ours)
+        got = integrated_gradients(model, image[row : row + 1], tokens[row : row + 1], steps=2, baseline="eos")
+        assert (expected - other).abs().max() > 1e-2  # the two baselines are told apart
+        torch.testing.assert_close(got.baseline_score, expected, rtol=0, atol=1e-5)
+
+
 def test_eq7_mediated_is_zero_when_the_site_is_cut(model, inputs):
     image, tokens = inputs
     cut = mediated_integrated_gradients(model, image, tokens, orthogonal(0), layer=1, k=0, steps=8)
@@ -209,6 +227,26 @@ def test_eq7_the_authors_complement_is_the_end_state_outside_H_and_nothing_else(
     assert other_positions.abs().max() > 0.1 * expected.abs().max()  # what the authors' rows leave out
     torch.testing.assert_close(through + ours, total, rtol=0, atol=1e-5 * total.abs().max().item())
     assert (through + authors - total).abs().max() > 0.1 * expected.abs().max()
+
+
+def test_eq7_the_authors_window_mediates_through_rotated_coordinates_start_to_start_plus_k(model, inputs):
+    """ig.py's [128, 384) of 512, scaled down: H is R's columns [16, 36) here, not [0, 20) nor [16, 20)."""
+    image, tokens = inputs
+    layer, k, start = 1, 20, 16
+    R = orthogonal(4)
+    window = R[:, start : start + k].double()
+    eot = int(tokens[1].argmax())
+    x = model.token_embedding(tokens[1, : eot + 1]).detach().double()  # (L, width)
+    baseline = x.clone()
+    baseline[1:eot] = 0
+    gradient = (mediated_gradient_float64(model, image[1], baseline, window @ window.T, layer)
+                + mediated_gradient_float64(model, image[1], x, window @ window.T, layer)) / 2  # trapezoid, steps = 2
+    expected = ((x - baseline) * gradient).sum(-1)  # (L,)
+    got = mediated_integrated_gradients(model, image[1:2], tokens[1:2], R, layer=layer, k=k, start=start,
+                                        steps=2).attributions[0, : eot + 1]
+    assert expected.abs().max() > 1e-2
+    # As above: float32 through 3 blocks and back, ~1e-6 of the largest attribution.
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-4 * expected.abs().max().item())
 
 
 def test_eq7_rejects_a_bad_site(model, inputs):

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import train
-from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, JOINT_AT_BLOCK_0
+from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, scripted_evaluations, JOINT_AT_BLOCK_0
+from clip_min.report.selection import read_run
 from clip_min.train import checkpoint, loop
 from clip_min.rotation import Rotation
 from clip_min.train.config import TrainConfig
@@ -156,13 +158,16 @@ def test_a_damaged_checkpoint_is_refused_and_nothing_is_overwritten(setup, finis
     assert files(run) == before
 
 
-def test_a_resume_with_another_config_is_refused_naming_the_field(setup, finished, tmp_path, capsys):
+# The seed draws the adapters' start, the data order and dropout's masks: another seed is another run.
+@pytest.mark.parametrize("change, named", [(dict(lora_rank=8), "--lora-rank was 4, now 8"),
+                                           (dict(seed=1), "--seed was 0, now 1")], ids=["lora-rank", "seed"])
+def test_a_resume_with_another_config_is_refused_naming_the_field(setup, finished, tmp_path, capsys, change, named):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     before = files(run)
-    assert train.main(flags(setup, run, lora_rank=8, resume=run)) == 2
+    assert train.main(flags(setup, run, **change, resume=run)) == 2
     error = last_error_line(capsys)
-    assert "the run was started with another configuration (" in error and "--lora-rank was 4, now 8" in error
+    assert "the run was started with another configuration (" in error and named in error
     assert "may change only --out, --resume, --epochs, --max-steps" in error
     assert files(run) == before
 
@@ -174,6 +179,30 @@ def test_a_resume_may_train_longer(setup, finished, tmp_path):
     assert [r["step"] for r in metrics(run)] == [0, 2, 3]
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["steps"], summary["resumes"]) == (3, 1)
+
+
+def test_a_resume_that_changes_eval_every_selects_among_the_evaluations_it_logged(setup, tmp_path, monkeypatch):
+    """--eval-every may change on resume (docs/long-runs-and-gpus.md); the selection goes on from the checkpoint's.
+
+    Ctrl-C after step 3's evaluation: the checkpoint is step 2's, and selected.pt already holds step 3,
+    the best so far. The resume goes on from step 2 evaluating every 2 steps, so step 3 is never
+    logged again: Appendix C over what metrics.jsonl holds (steps 1, 2, 4, 6; step 0 is never a
+    candidate) selects step 2, and selected.pt must hold step 2's tensors again, not step 3's.
+    """
+    accuracy = {0: 0.9, 1: 0.5, 2: 0.6, 3: 0.8, 4: 0.55, 6: 0.58}
+    trained = scripted_evaluations(monkeypatch, accuracy, crash_after={3})
+    out = tmp_path / "run"
+    assert train.main(flags(setup, out, max_steps=6, eval_every=1, checkpoint_every=2)) == 130
+    assert torch.load(out / "selected.pt", weights_only=True)["step"] == 3
+    step_2 = trained[2]
+    assert train.main(flags(setup, out, max_steps=6, eval_every=2, checkpoint_every=2, resume=out)) == 0
+    assert [(r["step"], r["val_accuracy"]) for r in metrics(out)] == [(s, accuracy[s]) for s in (0, 1, 2, 4, 6)]
+    assert json.loads((out / "summary.json").read_text())["selected_step"] == 2
+    chosen = torch.load(out / "selected.pt", weights_only=True)
+    assert chosen["step"] == 2 and chosen["trainable"].keys() == step_2.keys()
+    for name, tensor in step_2.items():
+        assert torch.equal(chosen["trainable"][name], tensor), name
+    assert read_run(out).best.step == 2  # and Table 1 reads the same
 
 
 def test_a_nan_loss_stops_the_run_in_one_line_and_keeps_the_last_checkpoint(setup, tmp_path, capsys, monkeypatch):
@@ -195,6 +224,25 @@ def test_fp16_counts_a_skipped_step_and_goes_on(setup, tmp_path, monkeypatch):
     assert [(r["step"], r["skipped_steps"]) for r in metrics(out)] == [(0, 0), (2, 1), (3, 1)]
     assert all(r["loss"] is None or np.isfinite(r["loss"]) for r in metrics(out))
     assert json.loads((out / "summary.json").read_text())["skipped_steps"] == 1
+
+
+def test_fp16_counts_a_step_whose_gradient_overflowed_though_its_loss_is_finite():
+    """fp16 overflows in the backward pass, where the loss is still finite: only the scaler can tell."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu"), optimizer=optimizer)
+    x = torch.randn(3, 4)
+    for step, overflow in ((1, True), (2, False)):
+        optimizer.zero_grad()
+        loss = layer(x).square().mean()
+        run.scaler.scale(loss).backward()
+        if overflow:
+            layer.weight.grad[0, 0] = math.inf
+        before = [p.detach().clone() for p in layer.parameters()]
+        assert loop.optimizer_step(run, step, loss.item()) is overflow
+        assert all(torch.equal(p, b) for p, b in zip(layer.parameters(), before)) is overflow  # skipped: untouched
+    assert run.scaler.get_scale() == 2.0**16 * 0.5  # GradScaler's init_scale 2 ** 16, halved once (backoff_factor)
 
 
 def test_a_non_finite_gradient_is_named():

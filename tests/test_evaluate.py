@@ -241,6 +241,29 @@ def test_ratings_are_averaged_per_description(ratings_folder):
     assert ratings.image_files == {"soccer1": "soccer, one.jpg", "table2": "table.png", "broken3": "broken.jpg"}
 
 
+def test_three_or_more_ratings_of_a_description_give_their_mean_not_their_median(tmp_path):
+    """Three and four raters a description, so the mean differs from the median and from any one rating."""
+    folder = tmp_path / "behavioral_data"
+    folder.mkdir()
+    soccer, table = ("Advertising", "soccer1", "A soccer field."), ("Cuisine", "table2", "Dinner.")
+    # (q_overall, q_reconstructivity) per BLV rater; (q_overall.preimg, q_overall.postimg) per sighted rater.
+    blv = {soccer: [(1, 2), (2, 2), (5, 5)], table: [(4, 1), (4, 5), (5, 5), (1, 5)]}
+    sighted = {soccer: [(1, 5), (2, 4), (4, 1)], table: [(5, 2), (5, 3), (1, 3), (2, 5)]}
+    write_csv(folder / "blv_data_criticaltrials.csv", BLV_COLUMNS, [
+        dict(context=c, participant=f"p{n}", img_id=i, description=d, q_overall=o, q_reconstructivity=m)
+        for (c, i, d), raters in blv.items() for n, (o, m) in enumerate(raters)])
+    write_csv(folder / "sighted_data_criticaltrials.csv", SIGHTED_COLUMNS, [
+        {"context": c, "anon_worker_id": str(n), "img_id": i, "img_file": f"{i}.jpg", "description": d,
+         "q_overall.preimg": pre, "q_overall.postimg": post}
+        for (c, i, d), raters in sighted.items() for n, (pre, post) in enumerate(raters)])
+    means = read_ratings(folder).means
+    # By hand; the medians would be 2, 4 / 2, 5 / 2, 3.5 / 4, 3.
+    assert means["overall", "BLV"] == pytest.approx({soccer: 8 / 3, table: 14 / 4}, abs=1e-12)
+    assert means["imaginability", "BLV"] == pytest.approx({soccer: 3.0, table: 4.0}, abs=1e-12)
+    assert means["overall", "sighted, no image"] == pytest.approx({soccer: 7 / 3, table: 13 / 4}, abs=1e-12)
+    assert means["overall", "sighted, with image"] == pytest.approx({soccer: 10 / 3, table: 13 / 4}, abs=1e-12)
+
+
 def test_correlations_match_scipy(ratings_folder):
     ratings = read_ratings(ratings_folder)
     keys = [(c, i, d) for c, i, _, d in DESCRIPTIONS]

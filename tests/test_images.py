@@ -113,6 +113,42 @@ def test_any_mode_gives_rgb_tensor(mode):
     assert got.shape == (3, 224, 224) and torch.isfinite(got).all()
 
 
+def normalized_grey(grey: np.ndarray) -> np.ndarray:
+    """8-bit grey levels (H, W) as OpenAI's three normalised channels, in float64."""
+    return ((grey / 255.0)[None] - np.array(OPENAI_MEAN)[:, None, None]) / np.array(OPENAI_STD)[:, None, None]
+
+
+# At resolution 256 a 256 x 256 image is neither resized nor cropped, so every pixel's value shows.
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_16_bit_pixels_scale_by_255_over_65535_and_round(mode):
+    """Every 16-bit value once (and for "I", values below 0 and above 65535 as well).
+
+    The documented scaling is v * 255 / 65535 = v / 257 rounded: typed here as integer arithmetic,
+    (255 v + 32767) // 65535, which equals it because v / 257 is never exactly k + 1/2. Floor, a
+    shift by 8 bits (v / 256) or PIL's own clipping convert give other grey levels for many values.
+    """
+    values = np.arange(65536, dtype=np.int64).reshape(256, 256)
+    if mode == "I":
+        values = values * 2 - 30000  # -30000 .. 101070
+    image = Image.fromarray(values.astype(np.uint16 if mode == "I;16" else np.int32))
+    assert image.mode == mode
+    grey = np.clip((255 * values + 32767) // 65535, 0, 255)
+    got = pp.preprocess(image, resolution=256).double().numpy()
+    np.testing.assert_allclose(got, normalized_grey(grey), rtol=0, atol=1e-5)  # 1e-5: see test_matches_float64_reference
+
+
+def test_float_pixels_scale_by_255_and_round_clipping_outside_0_to_1():
+    """Mode F: 1.0 is white. v * 255 rounds to the nearest grey level; below 0 is black, above 1 white."""
+    values = np.linspace(-0.2, 1.2, 65536, dtype=np.float32).reshape(256, 256)
+    image = Image.fromarray(values)
+    assert image.mode == "F"
+    # floor(x + 1/2) is the nearest level. The only float32 v with v * 255 = k + 1/2 exactly is 0.5
+    # (127.5), which rounds to 128 half up and half to even alike.
+    grey = np.clip(np.floor(values.astype(np.float64) * 255 + 0.5), 0, 255)
+    got = pp.preprocess(image, resolution=256).double().numpy()
+    np.testing.assert_allclose(got, normalized_grey(grey), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "PA", "L", "CMYK"])
 def test_modes_convert_to_rgb_after_the_crop_as_openai_does(mode):
     """PIL resizes P images with nearest neighbour and RGBA/LA with premultiplied alpha: converting first gives other pixels."""

@@ -246,3 +246,96 @@ def test_eq4_bad_rotation_or_pairs():
     with pytest.raises(ValueError, match="k must be in"):
         interchange(torch.randn(WIDTH), torch.randn(WIDTH), torch.eye(WIDTH), WIDTH + 1)
 
+
+
+# --- the one-way rows of the authors in the training step ---------------------------------------------
+
+
+def one_way_loss_by_hand(model: CLIP, rot: Rotation, image, descriptions, captions, caption_base, layer: int, k: int,
+                         a: float | None) -> torch.Tensor:
+    """The authors' one-way rows written out: hooks on encode_text, the patch and the losses in float64.
+
+    Row i's base is its caption where caption_base[i] (Eq. 2, the intervened run should win), else
+    its description (Eq. 3, the plain run should win); its source is the other text. The source's
+    site state keeps its graph, so the gradient flows back through the source's run too, as in
+    run_iit_clip.py. ``a`` given: Eq. 5 with the behavioral loss on the same rows.
+    """
+    rows = torch.arange(len(caption_base))
+    pick = caption_base[:, None]
+    base = torch.where(pick, captions, descriptions)
+    source = torch.where(pick, descriptions, captions)
+    seen = []
+    handle = model.transformer.resblocks[layer].register_forward_hook(lambda m, args, out: seen.append(out))
+    try:
+        source_features = model.encode_text(source)
+    finally:
+        handle.remove()
+    h_source = seen[0][rows, source.argmax(-1)].double()  # (B, width), not detached
+    R = rot.R.double()
+
+    def patch(module, args, out):
+        eot = base.argmax(-1)
+        y = out[rows, eot].double() @ R  # rho(h_base)
+        y = torch.cat([(h_source @ R)[:, :k], y[:, k:]], dim=1)  # Y from the source
+        out = out.clone()
+        out[rows, eot] = (y @ R.T).to(out.dtype)
+        return out
+
+    handle = model.transformer.resblocks[layer].register_forward_hook(patch)
+    try:
+        patched_features = model.encode_text(base)
+    finally:
+        handle.remove()
+    base_features = model.encode_text(base)
+
+    def c(features):  # e^t cos(im, text)
+        f, i = features.double(), image.double()
+        return model.logit_scale.double().exp() * (f * i).sum(-1) / (f.norm(dim=-1) * i.norm(dim=-1))
+
+    def ce(first, second, target):  # -log softmax([first, second])[target], per row
+        chosen = torch.where(target, second, first)
+        return -(chosen - torch.logsumexp(torch.stack([first, second]), dim=0))
+
+    c_base, c_patched = c(base_features), c(patched_features)
+    l_iit = ce(c_base, c_patched, caption_base).mean()
+    if a is None:
+        return l_iit
+    c_source = c(source_features)
+    c_cap, c_des = torch.where(caption_base, c_base, c_source), torch.where(caption_base, c_source, c_base)
+    l_behavioral = ce(c_cap, c_des, torch.ones_like(caption_base)).mean()
+    return l_behavioral + a * (l_iit - l_behavioral)  # Eq. 5, a L_IIT + (1 - a) L_behavioral
+
+
+@pytest.mark.parametrize("objective", ["iit-das", "joint"])
+def test_one_way_rows_in_the_training_step_match_hooks_and_float64_with_gradients_through_the_source(objective):
+    from clip_min.train import loop
+    from clip_min.train.config import TrainConfig
+
+    layer, k, a, B = 1, 24, 0.3, 6
+    config = TrainConfig(objective=objective, layer=layer, intervention_size=k, joint_alpha=a)
+    caption_base = torch.tensor([True, False, False, True, True, False])  # both directions, mixed
+    image = torch.randn(B, TINY.embed_dim, generator=torch.Generator().manual_seed(9))
+    descriptions, captions = random_tokens(B, seed=10), random_tokens(B, seed=11)
+
+    def loss_and_gradients(compute):
+        model = tiny_model()
+        apply_lora(model, rank=4)
+        randomize_lora(model)
+        rot = rotation(seed=3)
+        loss = compute(model, rot)
+        loss.backward()
+        named = list(model.named_parameters()) + [(f"rotation.{n}", p) for n, p in rot.named_parameters()]
+        return loss.detach().double(), {name: p.grad for name, p in named if p.requires_grad}
+
+    got, got_grads = loss_and_gradients(
+        lambda model, rot: loop.step_loss(model, rot, config, image, descriptions, captions, caption_base))
+    want, want_grads = loss_and_gradients(
+        lambda model, rot: one_way_loss_by_hand(model, rot, image, descriptions, captions, caption_base, layer, k,
+                                                None if objective == "iit-das" else a))
+    # float32 features of size ~3 against a float64 patch and loss: ~1e-7 of the loss, ~1e-6 of a gradient.
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+    assert got_grads.keys() == want_grads.keys()
+    for name, grad in want_grads.items():
+        scale = grad.abs().max().item()
+        assert scale > 0, name
+        torch.testing.assert_close(got_grads[name], grad, rtol=0, atol=1e-4 * scale, msg=name)

@@ -208,9 +208,11 @@ def test_gradients_reach_every_adapter():
 # --- merging ---------------------------------------------------------------------------------------
 
 
-def test_merged_forward_equals_unmerged_forward():
+# q and v alone (only two of the fused thirds adapted), with and without the vision tower, and attention only.
+@pytest.mark.parametrize("targets, towers", [("all-linear", "both"), ("qv", "text"), ("qv", "both"), ("attn", "both")])
+def test_merged_forward_equals_unmerged_forward(targets, towers):
     model = tiny_model()
-    apply_lora(model, rank=4, alpha=16.0, targets="all-linear", towers="both")
+    apply_lora(model, rank=4, alpha=16.0, targets=targets, towers=towers)
     randomize_lora(model)
     tokens, pixels = random_tokens(4), torch.randn(2, 3, 32, 32)
     text, image = model.encode_text(tokens), model.encode_image(pixels)
@@ -246,6 +248,26 @@ def test_merge_is_idempotent_and_unmerge_restores_W():
     unmerge_lora(model)
     for k, v in frozen.items():  # W + B A - B A: two float32 roundings of values of size ~0.1
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+def test_merging_q_and_v_adds_to_their_thirds_of_the_fused_weight_and_leaves_k_alone():
+    model = tiny_model()
+    apply_lora(model, rank=4, alpha=8.0, targets="qv")
+    randomize_lora(model)
+    attn = model.transformer.resblocks[1].attn
+    frozen, out_proj = attn.in_proj_weight.detach().double().clone(), attn.out_proj.weight.detach().clone()
+    merge_lora(model)
+    w = TINY.text_width
+    for i, s in enumerate("qkv"):  # [W_q; W_k; W_v]: q and v gain (alpha / r) B A = (8 / 4) B A, k nothing
+        expected = frozen[i * w : (i + 1) * w].clone()
+        if s != "k":
+            branch = getattr(attn.in_proj_lora, s)
+            expected += 2.0 * branch.lora_B.double() @ branch.lora_A.double()
+        # Weights of size ~0.1 plus a rank-4 product, rounded once to float32: ~1e-8.
+        torch.testing.assert_close(attn.in_proj_weight[i * w : (i + 1) * w].double(), expected, rtol=0, atol=1e-6)
+    assert torch.equal(attn.out_proj.weight, out_proj)  # not a target
+    unmerge_lora(model)
+    torch.testing.assert_close(attn.in_proj_weight.double(), frozen, rtol=0, atol=1e-6)
 
 
 # --- adapter state dicts ------------------------------------------------------------------------

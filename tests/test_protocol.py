@@ -12,12 +12,10 @@ import pytest
 import torch
 
 import train
-from tiny import TINY_OPENAI as TINY, as_flags, run_eval as run_cli, tiny_world
+from tiny import TINY_OPENAI as TINY, as_flags, run_eval as run_cli, scripted_evaluations, tiny_world
 from clip_min.model import CLIP
+from clip_min.report.selection import read_run
 from clip_min.weights import save_clip
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +67,56 @@ def test_the_selected_step_is_appendix_c_and_is_not_the_last(run):
     assert summary["selected_transfer_f1"] == chosen["transfer_f1"]
     assert summary["selected_transfer_score"] == chosen["transfer_score"]
     assert torch.load(run / "selected.pt", weights_only=True)["step"] == summary["selected_step"]
+
+
+# Validation accuracy by step: step 0, the untouched model, scores highest of all, and steps 2 and 4
+# tie for the best after it. Appendix C (docs/09-evaluation.md): step 0 is never a candidate, and the
+# earliest of a tie is selected: step 2.
+TIED = {0: 0.9, 1: 0.5, 2: 0.75, 3: 0.6, 4: 0.75, 5: 0.7}
+
+
+def test_training_and_table_1_select_the_earliest_of_a_tie_and_never_step_0(setup, tmp_path, monkeypatch):
+    trained = scripted_evaluations(monkeypatch, TIED)
+    out = tmp_path / "run"
+    assert train.main(flags(setup, out, max_steps=5)) == 0
+    assert [(r["step"], r["val_accuracy"]) for r in metrics(out)] == list(TIED.items())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["selected_step"], summary["selected_val_accuracy"]) == (2, 0.75)
+    assert summary["selected_transfer_score"] is None  # no transfer F1: accuracy alone decides
+    chosen = torch.load(out / "selected.pt", weights_only=True)
+    assert chosen["step"] == 2
+    assert chosen["trainable"].keys() == trained[2].keys()
+    for name, tensor in trained[2].items():  # the tensors of step 2, not of step 4 that ties it
+        assert torch.equal(chosen["trainable"][name], tensor), name
+    assert not all(torch.equal(trained[2][name], trained[4][name]) for name in trained[2])
+    assert read_run(out).best.step == 2  # Table 1 reads the same step off metrics.jsonl
+
+
+def test_evaluation_with_lora_dropout_runs_in_eval_mode_and_training_goes_on_in_train_mode(setup, tmp_path,
+                                                                                             monkeypatch):
+    """Dropout 0.5 on the adapters: an evaluation in train mode would drop half of each branch's inputs."""
+    from clip_min.train import loop
+
+    modes, real_accuracy, real_step_loss = [], loop.split_accuracy, loop.step_loss
+
+    def split_accuracy(model, split, device, autocast):
+        dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts and {m.p for m in dropouts} == {0.5}
+        modes.append(("evaluating", {m.training for m in model.modules()}))
+        return real_accuracy(model, split, device, autocast)
+
+    def step_loss(model, *args, **kwargs):
+        modes.append(("training", {m.training for m in model.modules()}))
+        return real_step_loss(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "split_accuracy", split_accuracy)
+    monkeypatch.setattr(loop, "step_loss", step_loss)
+    assert train.main(flags(setup, tmp_path / "run", lora_dropout=0.5, max_steps=4, eval_every=2)) == 0
+    # Evaluations (validation, then test) at steps 0, 2 and 4; steps 1 to 4 train between them.
+    assert [kind for kind, _ in modes] == ["evaluating"] * 2 + ["training"] * 2 + ["evaluating"] * 2 + \
+        ["training"] * 2 + ["evaluating"] * 2
+    for kind, seen in modes:
+        assert seen == {kind == "training"}, kind  # every module in that mode
 
 
 def test_eval_run_measures_the_selected_step_and_step_last_the_last(run, capsys):

@@ -51,13 +51,15 @@ AUTHORS = {  # seeds_bft_*.sh, seeds_das_*.sh, run_iit_clip.py, finetune_clip.py
     "behavioral": dict(lr=1e-5, lora_rank=128, batch_size=6),
     "iit-das": dict(lr=1e-5, lora_rank=64, batch_size=12, iit_samples=100_000),
     "all": dict(iit_rows="one-way", triplets="fixed", val_images=5000, logit_scale="trained",
-                orthogonal_map="matrix_exp", prompt="authors", epochs=10, layer=0, intervention_size=32),
+                orthogonal_map="matrix_exp", prompt="authors", epochs=10, layer=0, intervention_size=32,
+                shuffle="once", eval_schedule="epoch", towers="text"),  # trainer.py: shuffle_train=False, fit
 }
 PAPER = {  # Appendix B
     "behavioral": dict(lr=5e-7, lora_rank=64, batch_size=12),
     "iit-das": dict(lr=1e-5, lora_rank=128, batch_size=12, iit_samples=100_000),
     "all": dict(iit_rows="pairs", triplets="stream", val_images=0, logit_scale="fixed", orthogonal_map="cayley",
-                prompt="paper", epochs=10, layer=0, intervention_size=32),
+                prompt="paper", epochs=10, layer=0, intervention_size=32, shuffle="every-epoch", eval_schedule="run",
+                towers="text"),  # LoRA's; full fine-tuning: below
 }
 
 
@@ -143,19 +145,29 @@ def test_one_way_rows_are_eqs_2_and_3_row_by_row():
         float(iit_loss_caption_base(c_cap=c_base, c_cap_with_des=c_patched)), abs=1e-6)
 
 
-def test_the_authors_full_fine_tuning_trains_the_temperature_and_the_paper_keeps_it(setup, tmp_path):
+# OpenAI's state-dict names of the text tower's parts; the vision tower's start with "visual.".
+TEXT_TOWER = {"token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection"}
+
+
+def test_full_fine_tuning_trains_all_of_clip_in_the_paper_and_the_text_tower_with_the_temperature_in_the_authors(
+        setup, tmp_path):
     from clip_min.train.runs import load_run
 
-    base = torch.load(setup["base"], weights_only=True)["logit_scale"]
+    base = torch.load(setup["base"], weights_only=True)
     moved = {}
     for recipe in ("authors", "paper"):
         out = tmp_path / recipe
         assert run_train(setup, setup["base"], out, "--recipe", recipe, "--finetune", "full", "--lr", "1e-3") == 0
-        trained = float(torch.load(out / "weights.pt", weights_only=True)["logit_scale"])
-        moved[recipe] = trained != float(base)
-        # The selected step holds the temperature too, and loads with it (not refused as untrained).
-        assert float(load_run(out).model.logit_scale.detach()) == trained
-    assert moved == {"authors": True, "paper": False}
+        trained = torch.load(out / "weights.pt", weights_only=True)
+        moved[recipe] = {name.split(".")[0] for name in base if not torch.equal(trained[name], base[name])}
+        # The selected step (here the last) holds every trained tensor and loads with them, none refused as untrained.
+        loaded = load_run(out).model.state_dict()
+        assert all(torch.equal(loaded[name], trained[name]) for name in trained)
+    # finetune_clip.py's module is the text tower and logit_scale; the paper: "all the parameters of CLIP".
+    assert moved == {"authors": TEXT_TOWER | {"logit_scale"}, "paper": TEXT_TOWER | {"logit_scale", "visual"}}
+    assert json.loads((tmp_path / "paper" / "config.json").read_text())["towers"] == "both"
+    assert run_train(setup, setup["base"], tmp_path / "lora", "--recipe", "paper") == 0  # LoRA: the text tower's
+    assert json.loads((tmp_path / "lora" / "config.json").read_text())["towers"] == "text"
 
 
 RECIPE_FIELDS = ("recipe", "iit_rows", "triplets", "val_images", "logit_scale", "orthogonal_map")
@@ -180,6 +192,26 @@ def test_a_run_from_before_the_recipes_resumes_as_the_paper_recipe(setup, wide, 
     resumed = json.loads((out / "config.json").read_text())
     assert {k: resumed[k] for k in RECIPE_FIELDS} == dict(recipe="paper", iit_rows="pairs", triplets="stream",
                                                           val_images=0, logit_scale="fixed", orthogonal_map="cayley")
+
+
+def test_an_authors_run_from_before_the_data_order_and_schedule_were_settings_resumes_as_it_trained(setup, tmp_path,
+                                                                                                   capsys):
+    from clip_min.train import checkpoint
+
+    out, new_fields = tmp_path / "old", ("shuffle", "eval_schedule")
+    assert run_train(setup, setup["base"], out, "--recipe", "authors", "--lora-rank", "8") == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in new_fields}))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state.pop("sha256")
+    state["run"]["config"] = {k: v for k, v in state["run"]["config"].items() if k not in new_fields}
+    state["sha256"] = checkpoint.digest(state)
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert train.main(["--resume", str(out), "--max-steps", "2"]) == 0, capsys.readouterr().err
+    resumed = json.loads((out / "config.json").read_text())
+    # Then every run reshuffled each epoch and counted --eval-every over the run, the authors' recipe too.
+    assert (resumed["recipe"], resumed["shuffle"], resumed["eval_schedule"]) == ("authors", "every-epoch", "run")
 
 
 def test_a_run_reloads_its_rotation_with_the_map_it_trained_with(setup, tmp_path):
@@ -416,3 +448,181 @@ def test_table3_sites_identity_for_models_without_a_rotation_and_the_recipes_ste
     assert isinstance(iit_entry.loaded.step, int)  # Appendix C's selected step
     borrowed = entries_for_runs([behavioral], iit, "cpu", replace(paper, unrotated="borrowed"))
     assert torch.equal(borrowed[1].site[0], iit_entry.site[0])
+
+
+# ---- data order, precision and evaluation timing (docs/12, rows 5, 6 and 8) ----------------------
+
+
+def batches_and_evaluations(monkeypatch) -> tuple[list, list]:
+    """Record each step's global batch (row indices) and each evaluation's step, as the loop hands them on."""
+    batches, evaluated = [], []
+    batch_loss, evaluate = loop.batch_loss, loop.evaluate
+
+    def seen_batch(run, rows):
+        batches.append(rows.clone())
+        return batch_loss(run, rows)
+
+    def seen_evaluation(run, step):
+        evaluated.append(step)
+        return evaluate(run, step)
+
+    monkeypatch.setattr(loop, "batch_loss", seen_batch)
+    monkeypatch.setattr(loop, "evaluate", seen_evaluation)
+    return batches, evaluated
+
+
+def two_epochs(setup, out, recipe: str, *extra) -> int:
+    """Two epochs of a behavioral LoRA run in batches of 12 images, evaluated with N = 5."""
+    return run_train(setup, setup["base"], out, "--recipe", recipe, "--lora-rank", "8", "--batch-size", "12",
+                     "--epochs", "2", "--max-steps", "1000", "--eval-every", "5", *extra)
+
+
+def released_evaluation_steps(steps_per_epoch: int, epochs: int, every: int) -> list[int]:
+    """trainer.py's fit: an evaluation after the batch whose batch_num (from 0 in each epoch) is a multiple of N."""
+    steps, done = [], 0
+    for _ in range(epochs):
+        for batch_num in range(steps_per_epoch):
+            done += 1  # the optimizer step comes before the evaluation in fit's loop body
+            if batch_num % every == 0:
+                steps.append(done)
+    return steps
+
+
+@pytest.mark.parametrize("recipe", ["authors", "paper"])
+def test_the_authors_read_one_shuffle_in_every_epoch_and_the_paper_reshuffles(setup, tmp_path, monkeypatch, recipe):
+    batches, _ = batches_and_evaluations(monkeypatch)
+    assert two_epochs(setup, tmp_path / "run", recipe) == 0
+    n = json.loads((tmp_path / "run" / "summary.json").read_text())["train_images"]
+    per_epoch = math.ceil(n / 12)
+    assert len(batches) == 2 * per_epoch
+    first, second = torch.cat(batches[:per_epoch]), torch.cat(batches[per_epoch:])
+    for order in (first, second):
+        assert torch.equal(order.sort().values, torch.arange(n))  # each epoch sees every image once
+    assert not torch.equal(first, torch.arange(n))  # shuffled, not the split's order
+    assert torch.equal(first, second) == (recipe == "authors")
+
+
+@pytest.mark.parametrize("recipe", ["authors", "paper"])
+def test_the_authors_evaluate_after_the_first_batch_of_each_epoch_and_every_nth_after_it(setup, tmp_path, monkeypatch,
+                                                                                       recipe):
+    _, evaluated = batches_and_evaluations(monkeypatch)
+    out = tmp_path / "run"
+    assert two_epochs(setup, out, recipe) == 0
+    n = json.loads((out / "summary.json").read_text())["train_images"]
+    per_epoch = math.ceil(n / 12)
+    assert per_epoch % 5 not in (0, 1)  # else the two schedules could agree in the second epoch
+    last = 2 * per_epoch
+    if recipe == "authors":
+        expected = released_evaluation_steps(per_epoch, 2, 5)
+    else:
+        expected = list(range(5, last, 5))
+    expected = [0, *expected, *([last] if expected[-1] != last else [])]  # the base, and the last step always
+    assert evaluated == expected
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == expected
+
+
+def test_the_released_runs_evaluate_26_times_an_epoch_from_its_first_batch():
+    # finetune_clip.py: 12,923 batches an epoch, num_iter_per_val 500, 10 epochs.
+    config = defaults(TrainConfig(objective="behavioral", weights="w", data="d", recipe="authors"), 12, 512)
+    per_epoch = loop.steps_per_epoch(config, 77_534)
+    steps = [s for s in range(1, loop.total_steps(config, 77_534) + 1) if loop.evaluates_after(s, config, per_epoch)]
+    assert steps == released_evaluation_steps(12_923, 10, 500)
+    assert steps[:3] == [1, 501, 1001] and steps[25:28] == [12_501, 12_924, 13_424] and len(steps) == 260
+    paper = defaults(TrainConfig(objective="behavioral", weights="w", data="d", recipe="paper"), 12, 512)
+    assert [s for s in range(1, 1501) if loop.evaluates_after(s, paper, 6_462)] == [500, 1000, 1500]
+
+
+def test_a_resumed_authors_run_evaluates_and_reads_the_batches_of_one_never_stopped(setup, tmp_path, monkeypatch):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    options = ("--checkpoint-every", "12", "--lora-dropout", "0.1")  # dropout: the generators must come back too
+    batches, evaluated = batches_and_evaluations(monkeypatch)
+    assert two_epochs(setup, whole, "authors", *options) == 0
+    per_epoch = math.ceil(json.loads((whole / "summary.json").read_text())["train_images"] / 12)
+    whole_batches, whole_evaluations = list(batches), list(evaluated)
+    stop_at = per_epoch + 1  # the evaluation after the first batch of the second epoch
+    recording = loop.evaluate
+
+    def evaluate_then_interrupt(run, step):  # Ctrl-C right after that evaluation
+        recording(run, step)
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_then_interrupt)
+    batches.clear(), evaluated.clear()
+    assert two_epochs(setup, stopped, "authors", *options) == 130
+    saved = torch.load(stopped / "checkpoint.pt", weights_only=True)["progress"]["step"]
+    assert saved == 12 < stop_at  # steps 13 .. stop_at are taken, and evaluated, again
+    monkeypatch.setattr(loop, "evaluate", recording)
+    batches.clear(), evaluated.clear()
+    assert train.main(["--resume", str(stopped)]) == 0
+    # It evaluates where the whole run did, the first batch of the second epoch included, and logs each once.
+    assert evaluated == [s for s in whole_evaluations if s > saved]
+    got, want = ([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (stopped, whole))
+    assert [r["step"] for r in got] == [r["step"] for r in want] == whole_evaluations
+    for a, b in zip(got, want):
+        for key in ("loss", "val_accuracy", "test_accuracy"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (stopped, whole)]
+    assert summaries[0]["resumes"] == 1 and summaries[0]["selected_step"] == summaries[1]["selected_step"]
+    # The resumed steps read the whole run's batches: in the second epoch, the first epoch's one shuffle again.
+    assert len(batches) == 2 * per_epoch - saved
+    assert all(torch.equal(a, b) for a, b in zip(batches, whole_batches[saved:]))
+    assert torch.equal(torch.cat(batches[per_epoch - saved:]), torch.cat(whole_batches[:per_epoch]))
+
+
+def autocast_dtype(autocast):
+    """What an autocast factory computes in on the CPU: its dtype, or False without autocast."""
+    with autocast():
+        return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+
+
+def precision_seen(monkeypatch) -> dict:
+    """Whether autocast is on, and its dtype, in each training step's loss and each split's evaluation."""
+    seen = dict(steps=set(), evaluations=set())
+    step_loss, split_accuracy = loop.step_loss, loop.split_accuracy
+
+    def step(*args, **kwargs):
+        seen["steps"].add(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return step_loss(*args, **kwargs)
+
+    def evaluation(model, split, device, autocast):
+        seen["evaluations"].add(autocast_dtype(autocast))
+        return split_accuracy(model, split, device, autocast)
+
+    monkeypatch.setattr(loop, "step_loss", step)
+    monkeypatch.setattr(loop, "split_accuracy", evaluation)
+    return seen
+
+
+@pytest.mark.parametrize("recipe, amp, expected", [("authors", None, ("off", False)),
+                                                   ("authors", "bf16", ("bf16", torch.bfloat16)),
+                                                   ("paper", None, ("auto", False))])  # auto: off on a CPU
+def test_the_authors_train_and_evaluate_in_fp32_unless_amp_is_given(setup, tmp_path, monkeypatch, recipe, amp, expected):
+    seen = precision_seen(monkeypatch)
+    out = tmp_path / "run"
+    argv = ["--weights", setup["base"], "--data", setup["world"] / "concadia", "--device", "cpu", "--recipe", recipe,
+            "--lora-rank", "8", "--max-steps", "2", "--eval-every", "1", "--out", out, *(["--amp", amp] if amp else [])]
+    assert train.main([str(a) for a in argv]) == 0
+    recorded, autocast = expected
+    assert json.loads((out / "config.json").read_text())["amp"] == recorded
+    # On CUDA, where the recipes part, "auto" is bf16 (fp16 without it): device.mixed_precision.
+    assert seen == dict(steps={autocast}, evaluations={autocast})
+
+
+def test_eval_py_measures_a_run_in_the_precision_it_trained_in_unless_amp_is_given(setup, tmp_path):
+    from argparse import Namespace
+
+    from clip_min.report.session import open_model
+
+    runs = {}
+    for amp in ("bf16", "off"):
+        runs[amp] = tmp_path / amp
+        assert run_train(setup, setup["base"], runs[amp], "--lora-rank", "8", "--amp", amp) == 0
+
+    def measured(run, amp=None, weights=None):
+        args = Namespace(weights=weights, run=None if run is None else str(run), step="last", device="cpu", amp=amp)
+        return autocast_dtype(open_model(args).autocast)
+
+    assert measured(runs["bf16"]) == torch.bfloat16 and measured(runs["off"]) is False
+    assert measured(runs["bf16"], amp="off") is False and measured(runs["off"], amp="bf16") == torch.bfloat16
+    assert measured(None, weights=str(setup["base"])) is False  # plain weights: auto, which is off on a CPU

@@ -26,7 +26,9 @@ from PIL import Image
 import eval as eval_script
 import train
 from tiny import TINY_OPENAI as TINY, tiny_world, run_flags, one_line_error
+from clip_min.data.clip_tasks import read_country_names
 from clip_min.data.concadia import read_concadia
+from clip_min.data.flickr8k import CAPTIONS_FILE, EXPERT_FILE, IMAGES_FOLDER, read_flickr8k_expert
 from clip_min.data.norms import read_glasgow_norms
 from clip_min.data.phrases import read_pool
 from clip_min.data.ratings import BLV_FILE, DIMENSIONS, read_ratings
@@ -164,12 +166,28 @@ def reader_case(name: str, setup, finished, tmp: Path):
         return tmp / "pairs.jsonl", lambda: read_pairs(tmp / "pairs.jsonl")
     if name == "image":
         return tmp / "image.png", lambda: load_image(tmp / "image.png")
+    if name == "country table":
+        return tmp / "all.csv", lambda: read_country_names(tmp / "all.csv")
+    if name in ("Flickr8k captions", "Flickr8k judgements"):
+        root = flickr8k(tmp / "flickr8k")
+        return root / {"Flickr8k captions": CAPTIONS_FILE, "Flickr8k judgements": EXPERT_FILE}[name], \
+            lambda: read_flickr8k_expert(root)
     raise KeyError(name)
+
+
+def flickr8k(root: Path) -> Path:
+    """Flickr8k-Expert as its zips unpack: one image with one caption, judged against another image's caption."""
+    (root / IMAGES_FOLDER).mkdir(parents=True)
+    for name in ("1.jpg", "2.jpg"):
+        Image.new("RGB", (40, 40), "red").save(root / IMAGES_FOLDER / name)
+    (root / CAPTIONS_FILE).write_text("1.jpg#0\tA red square .\n2.jpg#0\tA blue circle .\n")
+    (root / EXPERT_FILE).write_text("1.jpg\t2.jpg#0\t1\t2\t1\n2.jpg\t1.jpg#0\t2\t1\t1\n")
+    return root
 
 
 READERS = ("weights", "hf config.json", "run config", "selected.pt", "adapters.pt", "checkpoint.pt", "metrics.jsonl",
            "summary.json", "a run's recorded base", "wiki_split.json", "task list", "CIFAR-100 pickle", "ratings CSV",
-           "norms", "phrase pool", "score pairs", "image")
+           "norms", "phrase pool", "score pairs", "image", "country table", "Flickr8k captions", "Flickr8k judgements")
 
 
 @pytest.mark.parametrize("kind", list(HOSTILE))
@@ -354,6 +372,30 @@ def test_an_image_that_is_a_link_loop_is_a_missing_image_everywhere(setup, tmp_p
     pairs.write_text("".join(json.dumps({"image": name, "text": "a red square"}) + "\n" for name in ("red.png", "loop.png")))
     assert eval_script.main(["score", "--weights", str(setup["base"]), "--pairs", str(pairs), "--device", "cpu"]) == 0
     assert "left out: 1 rows whose image is missing or does not decode" in capsys.readouterr().err
+
+
+def test_the_release_evaluations_count_a_link_that_loops_as_an_image_and_a_caption_empty_once_cleaned(
+        setup, tmp_path, capsys):
+    # Flickr8k-Expert: the pair is left out, counted with the missing images; an empty caption, counted too.
+    root = flickr8k(tmp_path / "flickr8k")
+    (root / IMAGES_FOLDER / "2.jpg").unlink()
+    loop_at(root / IMAGES_FOLDER / "2.jpg")
+    (root / CAPTIONS_FILE).write_text("1.jpg#0\tA red square .\n2.jpg#0\tA blue circle .\n2.jpg#1\t&nbsp;\n")
+    (root / EXPERT_FILE).write_text("1.jpg\t2.jpg#0\t1\t2\t1\n2.jpg\t1.jpg#0\t2\t1\t1\n1.jpg\t2.jpg#1\t1\t1\t1\n")
+    data = read_flickr8k_expert(root)
+    assert [(pair.image.name, pair.caption) for pair in data.pairs] == [("1.jpg", "A blue circle .")]
+    assert dict(data.skipped) == {f"pairs whose image is missing from {root / IMAGES_FOLDER}": 1,
+                                  "pairs whose caption is empty once cleaned": 1}
+    # Rendered SST2 and Country211 (the same class-folder reader): the image is one that does not decode.
+    sst2 = tmp_path / "rendered-sst2"
+    for name in ("negative", "positive"):
+        (sst2 / "test" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40), "red").save(sst2 / "test" / name / "0.png")
+    loop_at(sst2 / "test" / "positive" / "1.png")
+    assert eval_script.main(["sst2", "--weights", str(setup["base"]), "--data", str(sst2), "--device", "cpu",
+                             "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["images"] == 2 and "1 of 3 images did not decode and are left out" in printed.err
 
 
 def doubled(path: Path, entry_suffix: str, payload: bytes) -> Path:

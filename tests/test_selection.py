@@ -80,6 +80,13 @@ def test_best_step_follows_a(tmp_path, a, best):
     assert read_run(write_run(tmp_path / "run"), a=a).best.step == best
 
 
+def test_the_earliest_of_a_tie_is_the_best_step(tmp_path):
+    """Steps 10 and 30 log the same numbers, so their trade-offs tie exactly; docs/09: the earliest wins."""
+    steps = {0: STEPS[0], 10: STEPS[20], 20: STEPS[10], 30: STEPS[20]}  # trade-offs 0.800, 0.725, 0.800
+    for a in (0.9, 1.0):
+        assert read_run(write_run(tmp_path / f"run{a}", steps=steps), a=a).best.step == 10
+
+
 def test_base_from_the_summary_when_step_0_was_not_logged(tmp_path):
     steps = {step: value for step, value in STEPS.items() if step}
     run = read_run(write_run(tmp_path / "run", steps=steps))

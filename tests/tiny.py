@@ -69,11 +69,14 @@ def as_flags(options: dict) -> list[str]:
 def run_flags(setup, out, **options) -> list[str]:
     """train.py's flags for a two-step behavioral LoRA run on a tiny_world, scored on its colour task.
 
-    ``options`` override them; ``out=None`` leaves --out out (train.py's default folder).
+    ``options`` override them; ``out=None`` leaves --out out (train.py's default folder). The run
+    evaluates at steps 0, N, 2N, ... and its last (--eval-schedule run), not after each epoch's
+    first batch as the authors' recipe, which real-format data takes by default, would.
     """
     world = setup["world"]
     chosen = dict(weights=setup["base"], data=world / "concadia", transfer=world / "transfer" / "color",
-                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2)
+                  objective="behavioral", lora_rank=4, lr=1e-2, device="cpu", amp="off", max_steps=2, eval_every=2,
+                  eval_schedule="run")
     if out is not None:
         chosen["out"] = out
     chosen.update(options)
@@ -109,3 +112,33 @@ def openai_reference(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def scripted_evaluations(monkeypatch, accuracy: dict[int, float], crash_after: set[int] = frozenset()) -> dict:
+    """Make train.py's evaluations log validation accuracy ``accuracy[step]`` and no transfer tasks.
+
+    Each evaluation logs the test accuracy as the validation accuracy less 0.1 and no transfer F1,
+    so Appendix C selects by validation accuracy alone (as a run without --transfer does). Returns
+    {step: {name: tensor}}: copies of what the run trains, taken as each evaluation begins. A step
+    in ``crash_after`` raises KeyboardInterrupt once its evaluation is logged, as Ctrl-C there would.
+    """
+    from clip_min.train import loop
+
+    now, trained, real = {}, {}, loop.evaluate
+    crash_after = set(crash_after)
+
+    def evaluate(run, step):
+        now.update(step=step, val=run.evaluation.val)
+        trained[step] = {name: p.detach().clone() for name, p in run.model.named_parameters() if p.requires_grad}
+        real(run, step)
+        if step in crash_after:
+            crash_after.discard(step)
+            raise KeyboardInterrupt
+
+    def split_accuracy(model, split, device, autocast):
+        return accuracy[now["step"]] - (0.0 if split is now["val"] else 0.1)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "split_accuracy", split_accuracy)
+    monkeypatch.setattr(loop, "transfer_f1", lambda *args: {})
+    return trained

@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> TrainCo
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha; scaling = alpha / r (default: r)")
     p.add_argument("--lora-dropout", type=float)
     p.add_argument("--lora-targets", choices=["qv", "attn", "all-linear"])
-    p.add_argument("--towers", choices=["text", "both"], help="train the text tower only (default) or both")
+    p.add_argument("--towers", choices=["text", "both"],
+                   help="train the text tower only, or both (default: both for the paper's full fine-tuning)")
     p.add_argument("--layer", type=int, help="text block whose output is intervened on (default 10; toy: second to last)")
     p.add_argument("--intervention-size", type=int, help="k, rotated coordinates interchanged (default 256; toy: width/2)")
     p.add_argument("--joint-alpha", type=float, help="a in Eq. 5, weight of the IIT loss")
@@ -65,8 +66,11 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> TrainCo
                    help="full fine-tuning: keep the temperature fixed (paper) or train it (authors)")
     p.add_argument("--orthogonal-map", choices=["cayley", "matrix_exp"],
                    help="the rotation's map (authors: matrix_exp; paper: cayley)")
+    p.add_argument("--shuffle", choices=["every-epoch", "once"],
+                   help="a new order of the rows every epoch (paper) or one order read in every epoch (authors)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="autocast: auto is bf16 (or fp16) on CUDA, off on a CPU (paper); off is fp32 (authors)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--weights", help="OpenAI (.pt) or Hugging Face CLIP weights; default: the toy world's base")
     p.add_argument("--data", help="Concadia folder (wiki_split.json and resized/); default: the toy world")
@@ -76,6 +80,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "train.py") -> TrainCo
                    help="zero-shot prompts (paper: 'An image of {}'; authors: each task's, see transfer.AUTHORS_PROMPTS)")
     p.add_argument("--out", help="run folder (default runs/latest, or the --resume folder)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    p.add_argument("--eval-schedule", choices=["run", "epoch"],
+                   help="count --eval-every over the run (paper) or from the first batch of each epoch (authors)")
     p.add_argument("--checkpoint-every", type=int,
                    help="write checkpoint.pt every N steps and at the end (default: --eval-every)")
     p.add_argument("--overwrite", action="store_true",

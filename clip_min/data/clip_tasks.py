@@ -15,11 +15,14 @@ Namibia's code "NA" as missing).
 from __future__ import annotations
 
 import csv
+import io
+import os
 import re
 from collections import Counter
 from pathlib import Path
 
-from ..files import inside
+from ..files import UnreadableFile, inside, read_text_whole
+from ..tokenizer import empty_once_cleaned
 from .concadia import DataError
 from .transfer import TransferTask, finished_task
 
@@ -28,6 +31,8 @@ SST2_CLASSES = ("negative", "positive")  # label 0 and 1, as torchvision's Rende
 COUNTRY_CODE = re.compile(r"[A-Z]{2}")
 # The prompts of the release's sst2.py and country211.py, one per class.
 RELEASE_PROMPTS = {"sst2": "A picture of text with {} sentiment", "country211": "A picture of the country of {}"}
+# lukes' all.csv is about 50 kB for 249 countries; a table a thousand times that is not one.
+MAX_TABLE_BYTES = 64 << 20
 
 
 def release_folder(path: Path, name: str, split: str) -> Path:
@@ -67,20 +72,24 @@ def read_rendered_sst2(path: str | Path, split: str = "test") -> TransferTask:
 
 
 def read_country_names(path: str | Path) -> dict[str, str]:
-    """ISO 3166 alpha-2 code -> country name, from a CSV with the columns "name" and "alpha-2"."""
+    """ISO 3166 alpha-2 code -> country name, from a CSV with the columns "name" and "alpha-2".
+
+    A row whose name is empty once cleaned (a prompt would name nothing) is left out: its code
+    keeps the code as its name, and is counted with the codes the table lacks.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(f"country table not found: {path}; pass --names an ISO 3166 CSV with the columns name and "
                         "alpha-2 (lukes/ISO-3166-Countries-with-Regional-Codes, all/all.csv)")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            reader = csv.DictReader(file)
-            if not {"name", "alpha-2"} <= set(reader.fieldnames or ()):
-                raise DataError(f"{path}: no 'name' and 'alpha-2' columns; pass an ISO 3166 table such as "
-                                "lukes/ISO-3166-Countries-with-Regional-Codes' all/all.csv")
-            return {row["alpha-2"].strip(): row["name"].strip() for row in reader if row["alpha-2"] and row["name"]}
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; is this an ISO 3166 CSV?") from None
+        reader = csv.DictReader(io.StringIO(read_text_whole(path, MAX_TABLE_BYTES, "country table"), newline=""))
+        if not {"name", "alpha-2"} <= set(reader.fieldnames or ()):
+            raise DataError(f"{path}: no 'name' and 'alpha-2' columns; pass an ISO 3166 table such as "
+                            "lukes/ISO-3166-Countries-with-Regional-Codes' all/all.csv")
+        return {row["alpha-2"].strip(): row["name"].strip() for row in reader
+                if row["alpha-2"] and row["name"] and not empty_once_cleaned(row["name"])}
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
     except csv.Error as err:
         raise DataError(f"{path}: not a readable CSV file ({err})") from None
 

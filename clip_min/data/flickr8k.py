@@ -17,12 +17,14 @@ evaluations do (CLIPScore's preprocessing wrote the flickr8k.json the release re
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import inside
+from ..files import UnreadableFile, inside, read_text_whole
+from ..tokenizer import empty_once_cleaned
 from .concadia import DataError
 
 CAPTIONS_FILE = "Flickr8k.token.txt"
@@ -31,6 +33,8 @@ IMAGES_FOLDER = "Flicker8k_Dataset"  # sic: the released zip's folder
 TEXT_FOLDER = "Flickr8k_text"  # where the text files are when the zip was unpacked into a folder of its own
 SCORES = range(1, 5)  # the experts' scale
 CAPTION_ID = re.compile(r"(?P<image>[^#\t]+)#(?P<index>\d)")
+# The released Flickr8k.token.txt is 3 MB and ExpertAnnotations.txt 0.3 MB; 64 MiB is room to spare.
+MAX_TEXT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class Flickr8kExpert:
 def text_file(root: Path, name: str) -> Path:
     """``name`` in the folder, or in its Flickr8k_text/ (as the zip unpacks into a folder of its own)."""
     for candidate in (root / name, root / TEXT_FOLDER / name):
-        if candidate.is_file():
+        if os.path.lexists(candidate):  # whatever is there is read by read_text_whole, which names what it is not
             return candidate
     raise DataError(f"{name} is in neither {root} nor {root / TEXT_FOLDER}; pass --data the folder where "
                     "Flickr8k_text.zip was unpacked")
@@ -59,9 +63,9 @@ def text_file(root: Path, name: str) -> Path:
 
 def read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; is this the released {path.name}?") from None
+        return read_text_whole(path, MAX_TEXT_BYTES, f"Flickr8k file {path.name}").splitlines()
+    except UnreadableFile as err:
+        raise DataError(str(err)) from None
 
 
 def read_captions(path: Path) -> dict[str, str]:
@@ -107,6 +111,8 @@ def read_flickr8k_expert(root: str | Path, images: str | Path | None = None) -> 
                             "1 to 4, tab-separated; is this the released ExpertAnnotations.txt?")
         if caption_id not in captions:
             result.skipped[f"pairs whose caption id is not in {CAPTIONS_FILE}"] += 1
+        elif empty_once_cleaned(captions[caption_id]):
+            result.skipped["pairs whose caption is empty once cleaned"] += 1
         elif captions[caption_id] in own.get(image, ()):
             result.skipped["pairs whose caption is one of the image's own (left out, as SPICE and CLIPScore do)"] += 1
         elif (path := inside(images, image)) is None:

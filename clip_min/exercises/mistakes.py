@@ -63,12 +63,20 @@ T_EVAL = "tests/test_evaluate.py::"
 T_IMG = "tests/test_images.py::"
 T_TOK = "tests/test_tokenizer.py::"
 T_W = "tests/test_weights.py::"
+T_PROTO = "tests/test_protocol.py::"
+T_CKPT = "tests/test_checkpoint.py::"
 
 BLOCK = T_MODEL + "test_attention_block_matches_float64_math"
 TEXT = T_MODEL + "test_text_features_match_float64_math"
 FORWARD = T_MODEL + "test_forward_gives_openai_logits_images_by_texts"
 HF_SMALL = T_W + "test_hf_heads_come_from_config_json"
 OPENAI_SMALL = T_W + "test_small_config_is_read_off_the_weights"
+ONE_WAY = T_INTER + "test_one_way_rows_in_the_training_step_match_hooks_and_float64_with_gradients_through_the_source"
+TIE = T_PROTO + "test_training_and_table_1_select_the_earliest_of_a_tie_and_never_step_0"
+RESUME_EVAL_EVERY = T_CKPT + "test_a_resume_that_changes_eval_every_selects_among_the_evaluations_it_logged"
+DROPOUT_EVAL = T_PROTO + "test_evaluation_with_lora_dropout_runs_in_eval_mode_and_training_goes_on_in_train_mode"
+SIXTEEN_BIT = T_IMG + "test_16_bit_pixels_scale_by_255_over_65535_and_round"
+FLOAT_PIXELS = T_IMG + "test_float_pixels_scale_by_255_and_round_clipping_outside_0_to_1"
 
 MISTAKES = (
     # ---- the model (docs/01) ----
@@ -199,6 +207,10 @@ MISTAKES = (
       T_LORA + "test_fused_in_proj_matches_float64_attention"),
     slip("lora-frozen-weights-train", "clip_min/lora.py", "    model.requires_grad_(False)\n", "",
       "forgot to freeze the pretrained weights", T_LORA + "test_only_lora_parameters_require_grad_and_frozen_keys_keep_their_names"),
+    slip("qv-merge-rows-by-adapted-slice", "clip_min/lora.py", "i = self.SLICES.index(s)", "i = self.slices.index(s)",
+      "placed a slice's rows by its place among the adapted slices, so with targets 'qv' v's update lands in k's rows",
+      T_LORA + "test_merged_forward_equals_unmerged_forward[qv-text]",
+      T_LORA + "test_merging_q_and_v_adds_to_their_thirds_of_the_fused_weight_and_leaves_k_alone"),
     # ---- the rotation and Eq. 4 (docs/04, 05) ----
     slip("orthogonal-map-ignored", "clip_min/rotation.py", 'parametrizations.orthogonal(self, "weight", orthogonal_map=orthogonal_map)',
       'parametrizations.orthogonal(self, "weight")', "checked --orthogonal-map but never passed it on to torch",
@@ -229,6 +241,24 @@ MISTAKES = (
     slip("dii-reruns-the-site-block", "clip_min/intervention.py", "model.transformer(h, causal=True, start=layer + 1)",
       "model.transformer(h, causal=True, start=layer)", "continued from block layer again after patching its output",
       T_INTER + "test_eq4_dii_matches_a_naive_hooked_rerun"),
+    slip("one-way-source-detached", "clip_min/intervention.py",
+      "patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[:n], site[n:], rotation.R, k))",
+      "patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[:n], site[n:].detach(), rotation.R, k))",
+      "cut the gradient at the source's state in the one-way rows, where the authors' code lets it flow through the source's run",
+      ONE_WAY),
+    slip("one-way-patches-the-source", "clip_min/intervention.py",
+      "patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[:n], site[n:], rotation.R, k))",
+      "patched = _replace_at_end_token(h[:n], eot[:n], interchange(site[n:], site[:n], rotation.R, k))",
+      "gave each one-way row's base the source's state with the base's subspace, not the other way round",
+      T_INTER + "test_eq4_one_way_features_are_base_source_and_the_patched_base", ONE_WAY),
+    slip("one-way-base-and-source-swapped", "clip_min/train/loop.py",
+      "base, source = torch.where(pick, captions, descriptions), torch.where(pick, descriptions, captions)",
+      "base, source = torch.where(pick, descriptions, captions), torch.where(pick, captions, descriptions)",
+      "took the description as the base of a row whose caption_base is True", ONE_WAY),
+    slip("one-way-joint-texts-swapped", "clip_min/train/loop.py",
+      "c_cap, c_des = torch.where(caption_base, c_base, c_source), torch.where(caption_base, c_source, c_base)",
+      "c_cap, c_des = torch.where(caption_base, c_source, c_base), torch.where(caption_base, c_base, c_source)",
+      "scored a caption-base row's source as its caption in the joint loss's behavioral term", ONE_WAY + "[joint]"),
     # ---- Eqs. 6 and 7 (docs/08) ----
     slip("trapezoid-ends-not-halved", "clip_min/attribution.py", "    weights[[0, -1]] /= 2\n", "",
       "gave the path's two ends full weight in the trapezoid rule", T_ATTR + "test_eq6_matches_a_hand_computed_three_point_rule"),
@@ -252,6 +282,22 @@ MISTAKES = (
     slip("eq7-around-keeps-H", "clip_min/attribution.py", "return h.index_put((rows, eot), h_eot - through_H)",
       "return h.index_put((rows, eot), h_eot)", "routed 'around' through everything, H included",
       T_ATTR + "test_eq7_mediated_plus_around_is_total"),
+    slip("eos-baseline-filled-with-bos", "clip_min/attribution.py",
+      "filler = x[eot] if baseline == \"eos\" else torch.zeros_like(x[0])",
+      "filler = x[0] if baseline == \"eos\" else torch.zeros_like(x[0])",
+      "filled the authors' baseline with the start token's embedding, not the end token's",
+      T_ATTR + "test_eq6_the_authors_baseline_scores_as_bos_then_eos_to_the_end"),
+    slip("baseline-keeps-only-the-end-token", "clip_min/attribution.py", "keep[[0, eot]] = 1", "keep[[eot]] = 1",
+      "kept only the end token in x', so the authors' baseline begins with an end token, not the start token",
+      T_ATTR + "test_eq6_the_authors_baseline_scores_as_bos_then_eos_to_the_end"),
+    slip("window-ends-at-k", "clip_min/attribution.py", "R_k = site.R[:, site.start : site.start + site.k].to(h.dtype)",
+      "R_k = site.R[:, site.start : site.k].to(h.dtype)",
+      "ended the mediation window at k, not start + k ([128, 256) for ig.py's [128, 384))",
+      T_ATTR + "test_eq7_the_authors_window_mediates_through_rotated_coordinates_start_to_start_plus_k"),
+    slip("window-ignores-its-start", "clip_min/attribution.py",
+      "R_k = site.R[:, site.start : site.start + site.k].to(h.dtype)", "R_k = site.R[:, : site.k].to(h.dtype)",
+      "mediated through the trained window [0, k) whatever start the authors' window gives",
+      T_ATTR + "test_eq7_the_authors_window_mediates_through_rotated_coordinates_start_to_start_plus_k"),
     # ---- evaluation (docs/09) ----
     slip("ties-count-as-wins", "clip_min/metrics.py", "return float((c_des > c_cap).float().mean())",
       "return float((c_des >= c_cap).float().mean())", "counted a description that ties its caption as preferred",
@@ -274,6 +320,47 @@ MISTAKES = (
       "        if tp + fp + fn == 0:\n            scores.append(0.0)\n            continue\n",
       "averaged in F1 = 0 for classes that never occur and are never predicted",
       T_EVAL + "test_macro_f1_against_a_count_by_hand"),
+    slip("selection-latest-of-a-tie", "clip_min/train/selected.py",
+      "return step > 0 and (best_score is None or score > best_score)",
+      "return step > 0 and (best_score is None or score >= best_score)",
+      "let a later step that ties the best trade-off replace it, where the earliest of a tie is selected",
+      TIE, T_SEL + "test_the_earliest_of_a_tie_is_the_best_step"),
+    slip("selection-step-0-a-candidate", "clip_min/train/selected.py",
+      "return step > 0 and (best_score is None or score > best_score)",
+      "return best_score is None or score > best_score",
+      "let the step-0 evaluation, the untouched model and the base of the recovery, be selected", TIE),
+    slip("selection-score-not-kept", "clip_min/train/selected.py",
+      "progress.selected_step, progress.selected_score = record[\"step\"], value",
+      "progress.selected_step = record[\"step\"]",
+      "noted the selected step but not its trade-off, so every later evaluation beats it", TIE),
+    slip("resume-may-change-the-seed", "clip_min/train/checkpoint.py",
+      "\"eval_every\", \"checkpoint_every\", \"device\")", "\"eval_every\", \"checkpoint_every\", \"device\", \"seed\")",
+      "let a resume change --seed, which draws the adapters, the data order and dropout: another run",
+      T_CKPT + "test_a_resume_with_another_config_is_refused_naming_the_field[seed]"),
+    slip("resume-forgets-the-selected-tensors", "clip_min/train/setup.py",
+      "best = resumed.get(\"selected\") if resumed else None", "best = None",
+      "started a resumed run with no selected tensors, so selected.pt keeps what the stopped run wrote after its checkpoint",
+      RESUME_EVAL_EVERY),
+    slip("resume-keeps-a-later-selection", "clip_min/train/setup.py",
+      "    if main and best is not None:\n        selected.write(out, best)", "",
+      "left selected.pt as the stopped run wrote it, which may be a step after the checkpoint never logged again",
+      RESUME_EVAL_EVERY),
+    slip("evaluate-in-train-mode", "clip_min/train/loop.py",
+      "    model.eval()\n    if config.towers == \"both\":\n        refresh_image_features(model, [data.val, data.test]",
+      "    if config.towers == \"both\":\n        refresh_image_features(model, [data.val, data.test]",
+      "evaluated in train mode, so LoRA dropout drops part of every branch while scoring", DROPOUT_EVAL),
+    slip("training-goes-on-in-eval-mode", "clip_min/train/loop.py", "config.trade_off_a, record.best)\n    model.train()\n",
+      "config.trade_off_a, record.best)\n", "left the model in eval mode after an evaluation, so dropout stops for the rest of the run",
+      DROPOUT_EVAL),
+    slip("fp16-skip-told-by-the-loss", "clip_min/train/loop.py", "return run.scaler.get_scale() < scale",
+      "return not math.isfinite(loss)", "told a skipped fp16 step by its loss, which stays finite when the backward pass overflows",
+      T_CKPT + "test_fp16_counts_a_step_whose_gradient_overflowed_though_its_loss_is_finite"),
+    slip("ratings-median", "clip_min/data/ratings.py", "{key: float(np.mean(v)) for key, v in values.items()}",
+      "{key: float(np.median(v)) for key, v in values.items()}", "took each description's median rating, not the mean",
+      T_EVAL + "test_three_or_more_ratings_of_a_description_give_their_mean_not_their_median"),
+    slip("ratings-last-wins", "clip_min/data/ratings.py", "values[key].append(value)", "values[key] = [value]",
+      "kept each description's last rating, each row overwriting the one before",
+      T_EVAL + "test_three_or_more_ratings_of_a_description_give_their_mean_not_their_median"),
     # ---- image preprocessing ----
     slip("convert-before-resize", "clip_min/images.py", "    size = resized_size(image.width, image.height, resolution)\n",
       "    image = image.convert(\"RGB\")\n    size = resized_size(image.width, image.height, resolution)\n",
@@ -300,6 +387,18 @@ MISTAKES = (
     slip("bgr-channels", "clip_min/images.py", 'pixels = np.asarray(rgb, dtype=np.uint8)',
       'pixels = np.asarray(rgb, dtype=np.uint8)[..., ::-1]', "fed the channels in OpenCV's BGR order",
       T_IMG + "test_matches_float64_reference"),
+    slip("16-bit-floored", "clip_min/images.py", "scaled = np.clip(np.round(values * (255 / FULL_SCALE[image.mode])), 0, 255)",
+      "scaled = np.clip(np.floor(values * (255 / FULL_SCALE[image.mode])), 0, 255)",
+      "truncated 16-bit and float pixels to 8 bits instead of rounding", SIXTEEN_BIT + "[I;16]", FLOAT_PIXELS),
+    slip("16-bit-shifted-by-8", "clip_min/images.py", 'FULL_SCALE = {"I;16": 65535,', 'FULL_SCALE = {"I;16": 65280,',
+      "scaled 16-bit pixels by v / 256 (a shift by 8 bits), not v * 255 / 65535", SIXTEEN_BIT + "[I;16]"),
+    slip("32-bit-full-scale", "clip_min/images.py", '"I": 65535, "F": 1.0}', '"I": 2**31 - 1, "F": 1.0}',
+      "scaled mode I by its 32-bit range, where PIL keeps 16-bit PNGs in it", SIXTEEN_BIT + "[I]"),
+    slip("float-pixels-on-the-0-255-scale", "clip_min/images.py", '"I": 65535, "F": 1.0}', '"I": 65535, "F": 255.0}',
+      "read float pixels on the 0-255 scale, where 1.0 is white", FLOAT_PIXELS),
+    slip("8-bit-not-clipped", "clip_min/images.py", "scaled = np.clip(np.round(values * (255 / FULL_SCALE[image.mode])), 0, 255)",
+      "scaled = np.round(values * (255 / FULL_SCALE[image.mode]))",
+      "left out the clip to 0..255, so values past the full scale wrap around in uint8", SIXTEEN_BIT + "[I]", FLOAT_PIXELS),
     # ---- the tokenizer ----
     slip("no-lowercase", "clip_min/tokenizer.py", "return text.lower()", "return text",
       "kept upper case, which CLIP's vocabulary does not have", T_TOK + "test_encode_matches_openai"),
@@ -345,7 +444,8 @@ MISTAKES = (
 CI_SAMPLE = ("exact-gelu", "eot-by-counting-non-zero-ids", "logits-texts-by-images", "eq1-caption-wins",
              "lora-dropout-on-the-output", "orthogonal-map-ignored", "interchange-rows-of-R", "eq7-rows-of-R",
              "transfer-score-median", "ties-count-as-wins", "bootstrap-90-percent", "convert-before-resize",
-             "crop-offset-half-up", "hf-text-projection-not-transposed")
+             "crop-offset-half-up", "hf-text-projection-not-transposed", "one-way-source-detached",
+             "selection-latest-of-a-tie")
 
 
 def select(names: list[str] | None) -> list[Mistake]:

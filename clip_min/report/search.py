@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 
 from ..train import pipeline
-from ..train.config import RECIPES, TrainConfig
+from ..train.config import RECIPES, TrainConfig, recipe_setting
 from .selection import read_metrics
 
 # Appendix B, each axis as the paper lists it.
@@ -90,15 +90,17 @@ def search_command(args) -> int:
     if toy:
         print(f"toy world: the {args.grid} grid is shrunk to fit the toy ({', '.join(f'{a} {list(map(shown, v))}' for a, v in spec['axes'].items())}; "
               f"Appendix B's: {', '.join(f'{a} {list(map(shown, v))}' for a, v in GRIDS[args.grid]['axes'].items())})")
+    # --amp left unset is the recipe's, written out so that the request stamps say how the runs computed.
+    amp = args.amp or recipe_setting(TrainConfig(weights=args.weights, data=args.data, recipe=args.recipe), "amp")
     options = dict(weights=args.weights, data=args.data, transfer=tuple(args.transfer or ()), seed=args.seed,
                    recipe=args.recipe,
                    epochs=args.epochs or (None if toy else EPOCHS), max_steps=args.max_steps,
-                   eval_every=args.eval_every, device=args.device, amp=args.amp)
+                   eval_every=args.eval_every, device=args.device, amp=amp)
     rows = []
     for fields in configurations(args.grid, toy, args.objective, args.finetune):
         folder = Path(args.out) / args.grid / folder_name(fields, axes)
         config = TrainConfig(**options, **fields, out=str(folder))
-        request = json.dumps({**pipeline.given(options), **fields}, sort_keys=True)
+        request = json.dumps({**pipeline.given(options), **fields, **pipeline.mark_full(fields["finetune"])}, sort_keys=True)
         if pipeline.finished(config, request, "search_request.json"):
             print(f"{folder}: finished earlier with the same request; skipped")
         else:
@@ -140,5 +142,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: train.py's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="autocast (default: the recipe's, as train.py)")
     p.set_defaults(func=search_command)

@@ -34,7 +34,7 @@ from ..files import UnreadableFile, read_json, read_text_whole
 from ..metrics import recovery, transfer_score
 from ..train.runs import RunError, read_run_config
 from ..train.config import TrainConfig
-from ..train.selected import selection_score
+from ..train.selected import beats, selection_score
 
 # The paper's four settings, in Table 1's order; other objectives follow them.
 SETTINGS = (("behavioral", "full"), ("behavioral", "lora"), ("iit-das", "full"), ("iit-das", "lora"))
@@ -76,8 +76,12 @@ class RunLog:
 
     @property
     def best(self) -> StepScore:
-        """Appendix C: the step with the highest trade-off (the earliest of a tie)."""
-        return max(self.steps, key=lambda s: (s.trade_off, -s.step))
+        """Appendix C: the step with the highest trade-off, by the rule training selects with (``beats``)."""
+        best = None
+        for candidate in self.steps:  # in step order, as the run evaluated them
+            if beats(candidate.step, candidate.trade_off, None if best is None else best.trade_off):
+                best = candidate
+        return best
 
 
 def score_step(step: int, accuracy: float, f1: dict[str, float], base_f1: dict[str, float], a: float,

@@ -30,7 +30,8 @@ def add_model_options(p: argparse.ArgumentParser, step_by_recipe: bool = False) 
     p.add_argument("--run", help="a train.py run folder: its base weights with its adapters, or its weights.pt")
     add_step_option(p, step_by_recipe)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast (auto: bf16/fp16 on CUDA, off on CPU)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="autocast (auto: bf16/fp16 on CUDA, off on CPU; default: the run's, else auto)")
 
 
 @dataclass
@@ -51,10 +52,16 @@ def open_model(args: argparse.Namespace) -> Session:
     if args.weights is not None and args.run is not None:
         raise ValueError("give --weights or --run, not both: a run folder names its own base weights")
     device = resolve_device(args.device)
-    autocast, _ = mixed_precision(args.amp, device)
     with notes_to_stderr():
         loaded = load_model(args.weights, args.run, device, args.step)
-    return Session(loaded, device, autocast, vision_id(loaded))
+    return Session(loaded, device, measured_in(args.amp, loaded.config, device), vision_id(loaded))
+
+
+def measured_in(amp: str | None, config: dict, device: str):
+    """The autocast factory a model is measured in: ``amp`` if given, else the precision its run
+    trained in (config.json's: the authors' recipe is fp32, as the release evaluates), else auto."""
+    autocast, _ = mixed_precision(amp or config.get("amp") or "auto", device)
+    return autocast
 
 
 def notes_to_stderr():

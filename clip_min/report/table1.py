@@ -14,35 +14,39 @@ from pathlib import Path
 from ..files import atomic_write_text, check_output
 from ..data.ratings import ratings_folders, read_ratings
 from ..train import pipeline
-from ..train.config import RECIPES, TrainConfig
-from ..train.device import mixed_precision, resolve_device
+from ..train.config import RECIPES, TrainConfig, recipe_setting
+from ..train.device import resolve_device
 from ..train.runs import RECIPE_STEP, LoadedRun, load_model, load_run, read_run_config, run_recipe
 from . import table3
 from .blv import BLV_RECIPES, blv_cells
 from .figures import figure_training, figure_tradeoff
 from .selection import BLV_COLUMNS, SETTINGS, RunLog, find_runs, format_table, read_run, setting_label, table_rows
-from .session import Session, vision_id
+from .session import Session, measured_in, vision_id
 
 
-def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: str, amp: str) -> dict[str, dict]:
+def blv_columns(runs: list[RunLog], ratings: str, images: str | None, device: str, amp: str | None) -> dict[str, dict]:
     """Table 1's BLV columns: {run folder or "base": {dimension: Pearson r}}, each run measured as its
-    recipe says (RECIPE_STEP's model, BLV_RECIPES' descriptions); the base as the first run's recipe."""
+    recipe says (RECIPE_STEP's model, BLV_RECIPES' descriptions, its precision unless ``amp`` is
+    given); the base as the first run's recipe."""
     folder, images = ratings_folders(ratings, images)
     recipes = {run.folder: run_recipe(run.folder) for run in runs}
     rated = {recipe: read_ratings(folder, **BLV_RECIPES[recipe]) for recipe in set(recipes.values())}
     device = resolve_device(device)
-    autocast, _ = mixed_precision(amp, device)
 
-    def correlations(loaded: LoadedRun, recipe: str) -> dict:
-        cells = blv_cells(Session(loaded, device, autocast, vision_id(loaded)), rated[recipe], images)[0]
+    def correlations(loaded: LoadedRun, recipe: str, config: dict) -> dict:
+        session = Session(loaded, device, measured_in(amp, config, device), vision_id(loaded))
+        cells = blv_cells(session, rated[recipe], images)[0]
         return {dim: cells[dim]["BLV"]["pearson"] for dim in BLV_COLUMNS if "BLV" in cells[dim]}
 
-    found = {str(run.folder): correlations(load_run(run.folder, device, RECIPE_STEP[recipes[run.folder]]),
-                                           recipes[run.folder]) for run in runs}
+    found = {}
+    for run in runs:
+        loaded = load_run(run.folder, device, RECIPE_STEP[recipes[run.folder]])
+        found[str(run.folder)] = correlations(loaded, recipes[run.folder], loaded.config)
     bases = {read_run_config(run.folder).get("weights") for run in runs}
     if len(bases) == 1 and None not in bases:
         base = bases.pop()
-        found["base"] = correlations(load_model(base, None, device), recipes[runs[0].folder])
+        found["base"] = correlations(load_model(base, None, device), recipes[runs[0].folder],
+                                     read_run_config(runs[0].folder))
     return found
 
 
@@ -102,13 +106,16 @@ def table_command(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     _check_a(args.a)
+    # --amp left unset is the recipe's, written out so that the request stamps say how the runs computed.
+    amp = args.amp or recipe_setting(TrainConfig(recipe=args.recipe), "amp")
     options = dict(max_steps=args.max_steps, epochs=args.epochs, eval_every=args.eval_every,
-                   device=args.device, amp=args.amp, recipe=args.recipe)
+                   device=args.device, amp=amp, recipe=args.recipe)
     configs = toy_configs(args.seeds, args.out, **options)
     for config in configs:
         # "selected": runs from before training kept the selected step are trained again.
         # Without --recipe the request reads as before there were recipes, so those runs are reused.
-        request = json.dumps({**pipeline.given(options), "seed": config.seed, "selected": True}, sort_keys=True)
+        request = json.dumps({**pipeline.given(options), "seed": config.seed, "selected": True,
+                              **pipeline.mark_full(config.finetune)}, sort_keys=True)
         if pipeline.finished(config, request, "table_request.json"):
             print(f"{config.out}: finished earlier with the same options; reused (delete it to train again)")
             continue
@@ -140,7 +147,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--ratings", help="Kreiss et al.'s repository (or its behavioral_data/): fill the BLV columns")
     p.add_argument("--blv-images", help="the rated images, if not where `eval.py blv` finds them")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (for the BLV columns)")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"],
+                   help="autocast of the BLV columns (default: each run's, as it trained)")
     p.set_defaults(func=select_command)
 
     p = subparsers.add_parser("table", help="train the paper's four settings on the toy world and print Table 1",
@@ -157,5 +165,5 @@ def add_commands(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="passes over the toy training split (default: the toy default)")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (default: the toy default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="autocast (default: the recipe's, as train.py)")
     p.set_defaults(func=table_command)

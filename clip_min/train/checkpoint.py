@@ -68,22 +68,25 @@ class CheckpointError(ValueError):
 
 
 class BatchOrder:
-    """The training batches: each epoch a fresh permutation from one seeded generator, cut into batches.
+    """The training batches: a permutation of the rows from one seeded generator, cut into batches.
 
-    Its state (the generator, this epoch's permutation and the place in it) is checkpointed, so a
-    resumed run sees the very batches the uninterrupted run would have seen.
+    ``reshuffle``: a fresh permutation each pass over the rows (clip_min's), or the first one read
+    again in every pass (the authors', whose trainer.py shuffles the data once and then reads it
+    with shuffle_train=False). Its state (the generator, this pass's permutation and the place in
+    it) is checkpointed, so a resumed run sees the very batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size = n, batch_size
+    def __init__(self, n: int, batch_size: int, seed: int, reshuffle: bool = True):
+        self.n, self.batch_size, self.reshuffle = n, batch_size, reshuffle
         self.generator = torch.Generator().manual_seed(seed)
-        self.permutation: torch.Tensor | None = None  # (n,) row indices of this epoch
-        self.position = 0  # rows of this epoch's permutation already used
+        self.permutation: torch.Tensor | None = None  # (n,) row indices of this pass
+        self.position = 0  # rows of this pass's permutation already used
 
     def next(self) -> torch.Tensor:
-        """Row indices of the next global batch, (batch_size,) or fewer at an epoch's end."""
-        if self.permutation is None or self.position == self.n:
+        """Row indices of the next global batch, (batch_size,) or fewer at the end of a pass."""
+        if self.permutation is None or (self.reshuffle and self.position == self.n):
             self.permutation = torch.randperm(self.n, generator=self.generator)
+        if self.position == self.n:
             self.position = 0
         rows = self.permutation[self.position:self.position + self.batch_size]
         self.position += len(rows)

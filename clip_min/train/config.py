@@ -33,12 +33,12 @@ class TrainConfig:
 
     recipe: str | None = None  # authors (the released runs) or paper (Appendix B's text); None: authors on real data, paper on the toy world
     objective: str = "behavioral"  # clip (contrastive pretraining), behavioral (Eq. 1), iit-das (Eq. 2-3), joint (Eq. 5)
-    finetune: str = "lora"  # lora: train low-rank adapters only; full: train every text-tower weight (clip: always full)
+    finetune: str = "lora"  # lora: train low-rank adapters only; full: every weight of the trained towers (clip: always full)
     lora_rank: int | None = None  # r; paper: 64 behavioral, 128 IIT-DAS; authors: 128 behavioral, 64 IIT-DAS
     lora_alpha: float | None = None  # scaling = alpha / r; the authors set alpha = r
     lora_dropout: float = 0.0  # dropout on the adapter's input
     lora_targets: str = "attn"  # qv, attn (q, k, v, out) or all-linear (attention and MLP)
-    towers: str = "text"  # text: vision tower frozen and its features cached; both: train both towers
+    towers: str | None = None  # text: vision tower frozen, its features cached; both: it trains too, encoding every step
     layer: int | None = None  # text block whose output the intervention edits; paper: 10 of 12
     intervention_size: int | None = None  # k, rotated coordinates swapped; paper: 256 of 512
     joint_alpha: float = 0.5  # a in Eq. 5: weight of the IIT loss
@@ -52,10 +52,11 @@ class TrainConfig:
     iit_rows: str | None = None  # pairs: a row is one image, both directions of Eqs. 2-3; one-way: a row is one direction
     triplets: str | None = None  # IIT-DAS, joint: stream (reshuffled split) or fixed (one draw with replacement, SAMPLE_SEED)
     val_images: int | None = None  # validation images drawn once with SAMPLE_SEED; 0: the whole split
-    logit_scale: str | None = None  # full fine-tuning: fixed, or trained with the text tower
+    logit_scale: str | None = None  # full fine-tuning: the temperature fixed, or trained with the towers
     orthogonal_map: str | None = None  # how the rotation is computed from its free parameter (clip_min.rotation)
+    shuffle: str | None = None  # every-epoch: a new permutation of the rows each epoch; once: one, read in every epoch
     seed: int = 0  # seeds data order, initialisation of adapters and rotation
-    amp: str = "auto"  # auto: bf16 (or fp16) on CUDA, off on CPU; bf16; fp16; off
+    amp: str | None = None  # auto: bf16 (or fp16) on CUDA, off on CPU; bf16; fp16; off (fp32 everywhere)
     device: str = "auto"  # auto: cuda if available, else cpu
     weights: str | None = None  # OpenAI or Hugging Face CLIP weights; None: the toy world's base
     data: str | None = None  # Concadia folder; None: the toy world
@@ -64,6 +65,7 @@ class TrainConfig:
     prompt: str | None = None  # zero-shot prompts: paper, photo, picture (transfer.PROMPTS) or authors (per task, raw names)
     out: str = "runs/latest"  # run folder
     eval_every: int | None = None  # evaluate every N steps (and at the start and end)
+    eval_schedule: str | None = None  # run: after steps N, 2N, ... of the run; epoch: after batches 0, N, 2N, ... of each epoch
     checkpoint_every: int | None = None  # write checkpoint.pt every N steps and at the end; None: every eval_every
     resume: str | None = None  # go on with the run in this folder from its checkpoint.pt (see checkpoint.MAY_CHANGE)
     overwrite: bool = False  # replace the run already in --out (see clip_min.train.runlock)
@@ -74,45 +76,55 @@ class TrainConfig:
         return self.weights is None and self.data is None
 
 
+# "All the parameters of CLIP are trained" (the paper's full fine-tuning).
+ALL_OF_CLIP = dict(towers="both", logit_scale="trained")
 # The paper's text, Appendix B. "all" holds what every objective shares: the intervention at
 # text block 10 of 12 with k = 256 of 512 rotated coordinates, 10 epochs, batches of 12. Its LoRA
 # search starts from "the best configuration for full-finetuning" and varies only rank, dropout
 # and targets, so LoRA keeps the full fine-tuning learning rates. The paper leaves open what a
 # batch of 12 counts; ours are 12 images, each with its caption and description (and both
-# directions of Eqs. 2-3). Ours too, where the text says nothing: evaluating every 500 steps, the
-# stream of triplets, the whole validation split, a fixed temperature (it scales both scores of
-# a preference alike), the Cayley map (the paper says only "orthogonal"; Cayley is cheaper).
+# directions of Eqs. 2-3). Ours too, where the text says nothing: evaluating after every 500 steps
+# of the run, a new permutation of the rows every epoch, bf16 autocast on CUDA, the stream of
+# triplets, the whole validation split, the Cayley map (the paper says only "orthogonal"; Cayley is
+# cheaper). Full fine-tuning trains "all the parameters of CLIP": both towers, so the images are
+# encoded at every step, and the temperature; LoRA adapts the text tower, its temperature fixed.
 PAPER_DEFAULTS = {
     "all": dict(layer=10, intervention_size=256, epochs=10, eval_every=500, batch_size=12,  # Appendix B
-                iit_rows="pairs", triplets="stream", val_images=0, logit_scale="fixed", orthogonal_map="cayley",  # ours
+                iit_rows="pairs", triplets="stream", val_images=0, orthogonal_map="cayley",  # ours
+                eval_schedule="run", shuffle="every-epoch", amp="auto",  # ours
+                towers="text", logit_scale="fixed",  # LoRA's: ours, the paper does not say which tower it adapts
                 prompt="paper"),  # the paper's transfer prompt, "An image of ___"
-    ("behavioral", "full"): dict(lr=5e-7, lora_rank=64),  # Appendix B: lr 0.5e-6
+    ("behavioral", "full"): dict(lr=5e-7, lora_rank=64, **ALL_OF_CLIP),  # Appendix B: lr 0.5e-6
     ("behavioral", "lora"): dict(lr=5e-7, lora_rank=64),  # Appendix B: rank 64, full fine-tuning's lr
-    ("iit-das", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),  # Appendix B; the paper's 100,000 triplets
+    ("iit-das", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000, **ALL_OF_CLIP),  # Appendix B; 100,000 triplets
     ("iit-das", "lora"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),  # Appendix B: rank 128
-    ("joint", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),  # as IIT-DAS
+    ("joint", "full"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000, **ALL_OF_CLIP),  # as IIT-DAS
     ("joint", "lora"): dict(lr=1e-5, lora_rank=128, iit_samples=100_000),  # as IIT-DAS
     ("clip", "full"): dict(lr=1e-5, lora_rank=64),  # ours: pretraining is not in the paper
 }
-# A run recorded before the recipes (its config.json has no "recipe") trained as the paper's
-# recipe does now; reading it back (a resume, a reload) fills these in for the fields it lacks.
-BEFORE_RECIPES = dict(recipe="paper", **{name: PAPER_DEFAULTS["all"][name] for name in
-                                         ("iit_rows", "triplets", "val_images", "logit_scale", "orthogonal_map")})
+# What a run recorded before a field existed did, read back (a resume, a reload) for the fields its
+# config.json lacks: a run from before the recipes trained as the paper's recipe did then (its
+# full fine-tuning the text tower alone, which config.json's towers records); one from before the
+# data order and the schedule were settings reshuffled every epoch and counted steps over the run.
+RECORDED_BEFORE = dict(recipe="paper", iit_rows="pairs", triplets="stream", val_images=0, logit_scale="fixed",
+                       orthogonal_map="cayley", shuffle="every-epoch", eval_schedule="run")
 
 
 def as_recorded(config: dict) -> dict:
-    """A run's config.json as this version records it: one from before the recipes gains BEFORE_RECIPES."""
-    return config if "recipe" in config else {**BEFORE_RECIPES, **config}
+    """A run's config.json as this version records it: the fields it lacks as RECORDED_BEFORE says."""
+    return {**RECORDED_BEFORE, **config}
 
 
 # The authors' released runs (atticusg/InterchangeInterventions at 231cc5f, the scripts behind
 # Table 1). LoRA is peft's with alpha = r on q, k, v and out of the text layers in both recipes.
 AUTHORS_DEFAULTS = {
     "all": dict(layer=10, intervention_size=256, epochs=10,  # seeds_das_*.sh: layer 10, size 256; max_iter 10
-                eval_every=500,  # validation every 500 batches
+                eval_every=500, eval_schedule="epoch",  # trainer.py fit: after batch_num % 500 == 0 of each epoch
+                shuffle="once",  # create_dataset shuffles once; fit's shuffle_train=False reads that order every epoch
+                amp="off",  # trainer.py fit: fp32, no autocast, in training and its evaluations
                 iit_rows="one-way", triplets="fixed",  # run_iit_clip.py: one direction per row, one draw for all seeds
                 val_images=5000,  # finetune_clip.py, run_iit_clip.py: 5,000 val images, random_state 42
-                logit_scale="trained",  # full fine-tuning's parameters: the text tower and logit_scale
+                towers="text", logit_scale="trained",  # full fine-tuning's parameters: the text tower and logit_scale
                 orthogonal_map="matrix_exp",  # the rotation: parametrizations.orthogonal with its default map
                 prompt="authors"),  # food101.py, imagenet1k.py: "A picture of {}"; cifar100.py: "a photo of a {}"
     ("behavioral", "full"): dict(lr=5e-6, lora_rank=128, batch_size=6),  # seeds_bft_fft.sh; 12 texts = 6 images
@@ -155,6 +167,11 @@ def default_recipe(config: TrainConfig) -> str:
     return config.recipe or ("paper" if config.toy else "authors")
 
 
+def recipe_setting(config: TrainConfig, name: str):
+    """The setting ``name`` that every objective of ``config``'s recipe shares (its table's "all")."""
+    return RECIPE_DEFAULTS[default_recipe(config)]["all"][name]
+
+
 def defaults(config: TrainConfig, text_layers: int, text_width: int) -> TrainConfig:
     """Fill the ``None`` fields of ``config`` with its recipe's settings (over them, the toy world's)."""
     key = (config.objective, config.finetune)
@@ -175,7 +192,8 @@ def defaults(config: TrainConfig, text_layers: int, text_width: int) -> TrainCon
 
 
 # Fields whose None means "the recipe's setting" (filled by defaults()) rather than a value to check.
-NONE_MEANS_DEFAULT = ("prompt", "recipe", "iit_rows", "triplets", "logit_scale", "orthogonal_map")
+NONE_MEANS_DEFAULT = ("prompt", "recipe", "iit_rows", "triplets", "logit_scale", "orthogonal_map", "towers", "amp",
+                      "shuffle", "eval_schedule")
 
 
 def check(config: TrainConfig) -> None:
@@ -183,7 +201,7 @@ def check(config: TrainConfig) -> None:
     choices = dict(objective=OBJECTIVES, finetune=("lora", "full"), lora_targets=("qv", "attn", "all-linear"),
                    towers=("text", "both"), amp=("auto", "bf16", "fp16", "off"), prompt=PROMPT_CHOICES, recipe=RECIPES,
                    iit_rows=("pairs", "one-way"), triplets=("stream", "fixed"), logit_scale=("fixed", "trained"),
-                   orthogonal_map=ORTHOGONAL_MAPS)
+                   orthogonal_map=ORTHOGONAL_MAPS, shuffle=("every-epoch", "once"), eval_schedule=("run", "epoch"))
     for name, allowed in choices.items():
         if name in NONE_MEANS_DEFAULT and getattr(config, name) is None:
             continue

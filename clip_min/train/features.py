@@ -4,8 +4,8 @@ The authors train only the text tower, so every image's embedding is fixed for t
 encoding the 77k Concadia images once and reusing them across epochs and runs is the single
 largest saving in the pipeline. The cache key covers the weights (by content) and the image files
 (by path, size, modification time, inode and change time: ``files.file_fingerprint``; the last two
-cannot be set back, so a file whose bytes were replaced is encoded again). With ``--towers both`` the tower trains, and
-:func:`encode_now` bypasses the cache.
+cannot be set back, so a file whose bytes were replaced is encoded again). With ``--towers both``
+(the paper's full fine-tuning) the tower trains, and :func:`encode_now` bypasses the cache.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Fine-tuning CLIP to prefer descriptions (Eq. 1), with IIT-DAS (Eqs. 2-4) or both (Eq. 5).
 
-Only the text tower is trained by default, as in the authors' code: every image's features are
+LoRA, and the authors' full fine-tuning, train the text tower only: every image's features are
 computed once (``clip_min.train.features``) and each step runs the text tower on the batch's
-captions and descriptions. The file reads top to bottom: the objective on one batch
-(:func:`step_loss`), then the loop (:func:`finetune`): set up, or resume, in one call
-(``clip_min.train.setup.start_or_resume``), then step by step a batch, its loss, backward and
-Adam's step, and at intervals :func:`evaluate` and :func:`save_checkpoint`; :func:`finish`
-measures the end. It writes into the run folder:
+captions and descriptions; the paper's full fine-tuning trains the vision tower too
+(``towers="both"``), which encodes the batch's images at every step. The file reads top to
+bottom: the objective on one batch (:func:`step_loss`), then the loop (:func:`finetune`): set
+up, or resume, in one call (``clip_min.train.setup.start_or_resume``), then step by step a
+batch, its loss, backward and Adam's step, and at intervals (:func:`evaluates_after`)
+:func:`evaluate` and :func:`save_checkpoint`; :func:`finish` measures the end. It writes into
+the run folder:
 
     config.json     the resolved TrainConfig (what eval.py needs to rebuild the model)
     metrics.jsonl   one line per evaluation: validation and test preference accuracy, transfer F1
@@ -98,7 +100,8 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     """
     run = start_or_resume(config, weights, data, tasks)
     config, model, optimizer, progress = run.config, run.model, run.optimizer, run.progress
-    total, main = total_steps(config, len(run.batches.split.examples)), distributed.is_main()
+    train_images, main = len(run.batches.split.examples), distributed.is_main()
+    total, per_epoch = total_steps(config, train_images), steps_per_epoch(config, train_images)
     if main and not progress.metrics:
         evaluate(run, 0)
     model.train()
@@ -116,7 +119,7 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
             loss = distributed.sum_gradients(trained(optimizer), loss).item()  # summed: the global batch's
             skipped = optimizer_step(run, step, loss)
             record_step(progress, step, loss, skipped, time.perf_counter() - tick, bar)
-            evaluating = step % config.eval_every == 0 or step == total
+            evaluating = evaluates_after(step, config, per_epoch) or step == total
             saving = step % config.checkpoint_every == 0 or step == total
             if main and evaluating:
                 evaluate(run, step)
@@ -127,12 +130,30 @@ def finetune(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -
     return finish(run)
 
 
-def total_steps(config: TrainConfig, train_images: int) -> int:
-    """Optimizer steps of the run: epochs of the split (IIT-DAS, joint: of iit_samples triplets), capped by max_steps."""
+def steps_per_epoch(config: TrainConfig, train_images: int) -> int:
+    """Optimizer steps of one epoch: the split (IIT-DAS, joint: iit_samples triplets) in batches, the last one short."""
     # An IIT-DAS epoch is iit_samples triplets (two rows each, one-way) drawn on from the shuffled rows.
-    steps_per_epoch = math.ceil(rows_per_epoch(config, train_images) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    return math.ceil(rows_per_epoch(config, train_images) / config.batch_size)
+
+
+def total_steps(config: TrainConfig, train_images: int) -> int:
+    """Optimizer steps of the run: its epochs, capped by max_steps."""
+    total = steps_per_epoch(config, train_images) * config.epochs
     return total if config.max_steps is None else min(total, config.max_steps)
+
+
+def evaluates_after(step: int, config: TrainConfig, per_epoch: int) -> bool:
+    """Whether the run is evaluated after optimizer step ``step`` (counted from 1; step 0 and the last always are).
+
+    ``eval_schedule`` "run" (clip_min's) counts the run's steps: N, 2N, 3N, ... with N = eval_every.
+    "epoch" is the authors' trainer.py, whose fit evaluates after the batch whose batch_num, counted
+    from 0 in each epoch, is a multiple of N: the first batch of every epoch, then every N-th.
+    A function of the step alone, so a resumed run evaluates where the uninterrupted run did.
+    """
+    if config.eval_schedule == "epoch":
+        batch_num = (step - 1) % per_epoch
+        return batch_num % config.eval_every == 0
+    return step % config.eval_every == 0
 
 
 def batch_loss(run: Run, rows: torch.Tensor) -> torch.Tensor:

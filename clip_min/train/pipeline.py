@@ -140,6 +140,12 @@ def given(options: dict) -> dict:
     return {name: value for name, value in options.items() if not (name == "recipe" and value is None)}
 
 
+def mark_full(finetune: str) -> dict:
+    """What a full fine-tuning request adds: before the recipes set --towers, it trained the text tower
+    alone (now the paper's trains both), so a stamp without the mark is of a run to train again."""
+    return {"towers": "by recipe"} if finetune == "full" else {}
+
+
 def finished(config: TrainConfig, request: str, stamp_name: str) -> bool:
     """Whether ``config.out`` holds a finished run that the same ``request`` started."""
     folder = Path(config.out)

@@ -72,12 +72,12 @@ def pretrain(config: TrainConfig, init: Path | None, data: Path, tasks: list[str
              caption_weight: float = 0.5) -> dict:
     """Contrastive training of both towers from ``init`` (None: a random ``model_config`` model)."""
     device = resolve_device(config.device)
-    autocast, scaler = mixed_precision(config.amp, device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     model = CLIP(model_config or TOY_CONFIG).to(device) if init is None else load_clip(init, device)
     config = defaults(config, model.config.text_layers, model.config.text_width)
+    autocast, scaler = mixed_precision(config.amp, device)
     begin_record(out, resumed=False)
     write_json(out / "config.json", {**asdict(config), "weights": None if init is None else str(init), "data": str(data)})
     pixels, descriptions, captions = training_split(model, data, config.images)
@@ -158,9 +158,9 @@ def evaluate_base(weights: Path, data: Path, tasks: list[str], config: TrainConf
     Reading the file back makes these image features the ones a later fine-tuning run finds in the cache.
     """
     device = resolve_device(config.device)
-    autocast, _ = mixed_precision(config.amp, device)
     model = load_clip(weights, device)
     config = defaults(config, model.config.text_layers, model.config.text_width)
+    autocast, _ = mixed_precision(config.amp, device)
     weights_id = content_fingerprint(weights)
     test = load_split(model, data, config.images, "test", weights_id, device, autocast)
     task_data = load_tasks(model, tasks, weights_id, device, autocast)

@@ -7,7 +7,7 @@ the source description (Eq. 2, label 1) or the base description with the source 
 label 0), each triplet giving the two rows, shuffled one by one into unrelated batches.
 
 The images of the IIT-DAS rows are the training split itself (``triplets="stream"``: the loop's
-fresh permutation each pass, an epoch being ``iit_samples`` of them) or one fixed draw of
+permutation of it, an epoch being ``iit_samples`` of them) or one fixed draw of
 ``iit_samples`` images with replacement from SAMPLE_SEED (``"fixed"``, run_iit_clip.py's), the same
 for every seed and epoch; only the order of the rows follows the run's seed.
 """

@@ -5,8 +5,9 @@ Appendix C picks one step per run: the evaluation with the highest
     trade-off = a * validation accuracy + (1 - a) * transfer score,   a = 0.9
 
 (accuracy alone when the run has no transfer tasks). The run scores every evaluation as it is
-logged; when one beats the best so far (the earliest wins a tie, and step 0, the untouched model,
-is never a candidate), the tensors being trained are copied and written to ``selected.pt``:
+logged; when one beats the best so far (:func:`beats`: the earliest wins a tie, and step 0, the
+untouched model, is never a candidate), the tensors being trained are copied and written to
+``selected.pt``:
 
     step        the selected step
     trainable   {parameter name: tensor} of what the run trains: LoRA's A and B, or (full
@@ -35,6 +36,17 @@ def selection_score(accuracy: float, f1: dict[str, float], base_f1: dict[str, fl
     """Appendix C's trade-off of one evaluation; the accuracy alone when there is no transfer score."""
     transfer = transfer_score(f1, base_f1)
     return accuracy if transfer is None else trade_off(accuracy, transfer, a)
+
+
+def beats(step: int, score: float, best_score: float | None) -> bool:
+    """Appendix C's rule for one evaluation, taken in step order: does it replace the best so far?
+
+    Step 0, the untouched model, is the base of the recovery and never a candidate. A later step
+    replaces the best only with a strictly higher trade-off, so the earliest of a tie stays. The
+    run (:func:`keep_if_selected`) and the report (``clip_min.report.selection.RunLog.best``) both
+    select by this rule, so selected.pt and Table 1 agree.
+    """
+    return step > 0 and (best_score is None or score > best_score)
 
 
 def snapshot(step: int, model: torch.nn.Module, rotation: torch.nn.Module | None) -> dict:
@@ -83,10 +95,8 @@ def put_back(state: dict, model: torch.nn.Module, trained: set[str]) -> None:
 def keep_if_selected(out: Path, progress, record: dict, base_f1: dict, model: torch.nn.Module,
                      rotation: torch.nn.Module | None, a: float, best: dict | None) -> dict | None:
     """Appendix C as the run goes: keep this evaluation's tensors if its trade-off beats the best so far."""
-    if record["step"] == 0:  # the untouched model is the base of the recovery, not a candidate
-        return best
     value = selection_score(record["val_accuracy"], record["transfer_f1"], base_f1, a)
-    if progress.selected_step is not None and value <= progress.selected_score:  # the earliest wins a tie
+    if not beats(record["step"], value, progress.selected_score):
         return best
     best = snapshot(record["step"], model, rotation)
     write(out, best)

@@ -84,11 +84,11 @@ class Run:
 def start_or_resume(config: TrainConfig, weights: Path, data: Path, tasks: list[str]) -> Run:
     """Load the base and the data, start the run folder, build the adapters and Adam, or resume them."""
     device = distributed.device_for(resolve_device(config.device))
-    autocast, scaler = mixed_precision(config.amp, device)
     out, main = Path(config.out), distributed.is_main()
     seed_everything(config.seed)
     model, weights_id = load_weights(weights, device)  # the fingerprint of the bytes loaded
     config = defaults(config, model.config.text_layers, model.config.text_width)  # train.py's were checked: pipeline.prepare
+    autocast, scaler = mixed_precision(config.amp, device)
     run_config = {**asdict(config), "weights": str(weights), "data": str(data), "transfer": list(tasks)}
     # A checkpoint to resume from is read and checked before anything in the run folder changes.
     resumed = distributed.from_main(lambda: checkpoint.read(out, run_config, weights_id)) if config.resume else None
@@ -108,7 +108,8 @@ def start_or_resume(config: TrainConfig, weights: Path, data: Path, tasks: list[
         evaluation = Evaluation(val, test, task_data, before)
     rotation, optimizer = make_optimizer(model, config, device)
     rows = training_rows(config, len(train.examples))
-    batches = Batches(train, rows, checkpoint.BatchOrder(len(rows), config.batch_size, config.seed))
+    order = checkpoint.BatchOrder(len(rows), config.batch_size, config.seed, reshuffle=config.shuffle == "every-epoch")
+    batches = Batches(train, rows, order)
     about = dict(config=run_config, weights_id=weights_id, train_images=len(train.examples), train_id=train_id,
                  before=None if evaluation is None else evaluation.before)
     progress = (checkpoint.restore(resumed, model, rotation, optimizer, scaler, batches.order) if resumed
@@ -154,9 +155,9 @@ def trainable_parameters(model: CLIP, config: TrainConfig) -> list[torch.nn.Para
         return [p for p in model.parameters() if p.requires_grad]
     for p in model.parameters():
         p.requires_grad_(False)
-    # Full fine-tuning trains the text tower (and the vision tower with --towers both); the
-    # temperature trains with it only with --logit-scale trained (the authors'): it scales both
-    # scores of a preference alike, so it moves the loss but cannot change which text wins.
+    # Full fine-tuning trains the text tower, the vision tower with --towers both (the paper's "all
+    # the parameters of CLIP"), and the temperature with --logit-scale trained (both recipes): it
+    # scales both scores of a preference alike, so it moves the loss but cannot change which text wins.
     towers = [model.token_embedding, model.transformer, model.ln_final]
     if config.towers == "both":
         towers.append(model.visual)
