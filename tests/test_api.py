@@ -45,6 +45,11 @@ def test_fit_is_train_py(setup, tmp_path, capsys):
     assert [json.loads(r)["val_accuracy"] for r in records[0]] == [json.loads(r)["val_accuracy"] for r in records[1]]
     assert clip_min.curves(tmp_path / "api")._repr_png_() == (tmp_path / "api" / "curves.png").read_bytes()
 
+    run = clip_min.load_run(tmp_path / "api")
+    # A notebook shows a loaded run as one line naming the run and its step, not its every weight.
+    assert repr(run) == f"LoadedRun({tmp_path / 'api'}: behavioral lora, step {summary['selected_step']})"
+    assert repr(clip_min.load_run(tmp_path / "api", step="last")).endswith("behavioral lora, step last)")
+
 
 def test_fit_refuses_what_train_py_refuses_in_one_line(setup, tmp_path, capsys):
     for bad, message in [(dict(lora_rnak=4), "fit: no option 'lora_rnak' (train.py has no --lora-rnak)"),

@@ -270,7 +270,8 @@ def test_words_join_bpe_pieces_and_drop_start_and_end():
 
 def test_terminal_and_html_colours():
     words = [("red", 2.0), ("varga", -1.0), ("the", 0.0)]
-    assert ansi_line(words, color=False) == "red[+2] varga[-1] the[+0]"
+    assert ansi_line(words, color=False) == "red[+2.000] varga[-1.000] the[+0.000]"
+    assert ansi_line([("a", 7.05e-05), ("b", -0.0004), ("c", 12.3456)], color=False) == "a[+0.000] b[-0.000] c[+12.346]"
     line = ansi_line(words, color=True)
     assert "\x1b[30;48;2;0;170;0m red " in line  # the largest positive: full green
     assert "\x1b[30;48;2;228;128;228m varga " in line  # half as large, negative: half magenta

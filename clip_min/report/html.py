@@ -26,11 +26,14 @@ def page_scale(texts: list[list[tuple[str, float]]]) -> float:
 def ansi_line(words: list[tuple[str, float]], color: bool = True, scale: float | None = None) -> str:
     """The words of one text with attribution backgrounds (24-bit ANSI), or with [values] when not ``color``.
 
+    The values are written to three decimals, as the HTML page writes them: a share of C near zero
+    reads +0.000 rather than as digits of rounding noise.
+
     ``scale``: the |attribution| shown at full strength (page_scale of the texts printed together);
     None, the text's own largest.
     """
     if not color:
-        return " ".join(f"{word}[{value:+.3g}]" for word, value in words)
+        return " ".join(f"{word}[{value:+.3f}]" for word, value in words)
     scale = page_scale([words]) if scale is None else scale
     parts = []
     for word, value in words:

@@ -47,6 +47,14 @@ class LoadedRun:
     step: int | str | None = None  # the selected step's number, "last", or None for plain weights
     weights_id: str | None = None  # fingerprint of the (base) weights' bytes as loaded
 
+    def __repr__(self) -> str:
+        """One line for a notebook or a prompt: which run, which step, what kind of model (not every weight)."""
+        if not self.config.get("objective"):
+            return f"LoadedRun({self.folder}: plain weights, text width {self.model.config.text_width})"
+        kind = f"{self.config['objective']} {self.config['finetune']}"
+        rotation = f", rotation at block {self.config['layer']} (k = {self.config['intervention_size']})" if self.rotation is not None else ""
+        return f"LoadedRun({self.folder}: {kind}, step {self.step}{rotation})"
+
     def das_site(self) -> tuple[torch.Tensor, int, int] | None:
         """Where Eq. 7 can route the gradient: (R, block, k) of the run's rotation; None without one."""
         if self.rotation is None:
