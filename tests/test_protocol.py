@@ -111,7 +111,9 @@ def test_evaluation_with_lora_dropout_runs_in_eval_mode_and_training_goes_on_in_
 
     monkeypatch.setattr(loop, "split_accuracy", split_accuracy)
     monkeypatch.setattr(loop, "step_loss", step_loss)
-    assert train.main(flags(setup, tmp_path / "run", lora_dropout=0.5, max_steps=4, eval_every=2)) == 0
+    # The run's schedule (the paper's): evaluations after steps 0, 2 and 4 of the run, whatever the epochs.
+    assert train.main(flags(setup, tmp_path / "run", lora_dropout=0.5, max_steps=4, eval_every=2,
+                            eval_schedule="run")) == 0
     # Evaluations (validation, then test) at steps 0, 2 and 4; steps 1 to 4 train between them.
     assert [kind for kind, _ in modes] == ["evaluating"] * 2 + ["training"] * 2 + ["evaluating"] * 2 + \
         ["training"] * 2 + ["evaluating"] * 2
