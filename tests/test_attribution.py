@@ -1,6 +1,7 @@
 """Eq. 6 (integrated gradients) and Eq. 7 (mediated gradients) on a tiny random CLIP; words; word norms."""
 import argparse
 import json
+import re
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from clip_min.attribution import (
 from clip_min.data.norms import NormsError, read_brysbaert_concreteness, read_glasgow_norms
 from clip_min.report import attribute
 from clip_min.report.correlation import correlate_with_norms, format_correlation_table
-from clip_min.report.html import ansi_line, attribution_page, html_words
+from clip_min.report.html import ansi_line, attribution_page, html_words, page_scale
 from clip_min.losses import score
 from clip_min.model import CLIP, CLIPConfig
 from clip_min.rotation import Rotation
@@ -269,15 +270,27 @@ def test_words_join_bpe_pieces_and_drop_start_and_end():
 
 def test_terminal_and_html_colours():
     words = [("red", 2.0), ("varga", -1.0), ("the", 0.0)]
-    assert ansi_line(words, color=False) == "red[+2] varga[-1] the[+0]"
+    assert ansi_line(words, color=False) == "red[+2.000] varga[-1.000] the[+0.000]"
+    assert ansi_line([("a", 7.05e-05), ("b", -0.0004), ("c", 12.3456)], color=False) == "a[+0.000] b[-0.000] c[+12.346]"
     line = ansi_line(words, color=True)
     assert "\x1b[30;48;2;0;170;0m red " in line  # the largest positive: full green
     assert "\x1b[30;48;2;228;128;228m varga " in line  # half as large, negative: half magenta
-    fragment = html_words(words + [("<b>", 0.5)])
+    fragment = html_words(words + [("<b>", 0.5)], scale=2.0)
     assert "rgba(0, 170, 0, 1.00)" in fragment and "rgba(200, 0, 200, 0.50)" in fragment
     assert "&lt;b&gt;" in fragment
-    page = attribution_page("t", [fragment])
-    assert page.startswith("<!doctype html>") and fragment in page
+    assert "red<small>+2.000</small>" in fragment and "varga<small>-1.000</small>" in fragment  # shown, not on hover
+    page = attribution_page("t", [fragment], scale=2.0)
+    assert page.startswith("<!doctype html>") and fragment in page and "|attribution| = 2," in page
+
+
+def test_texts_shown_together_share_one_colour_scale():
+    """A caption whose words barely move C must not look as strong as a description whose words carry it."""
+    description, caption = [("red", 4.0), ("circle", 2.0)], [("varga", 1.0), ("fair", -0.5)]
+    scale = page_scale([description, caption])
+    assert scale == 4.0
+    assert "rgba(0, 170, 0, 0.25)" in html_words(caption, scale)  # 1 of 4: a quarter of the colour
+    assert "\x1b[30;48;2;191;234;191m varga " in ansi_line(caption, True, scale)  # 255 - 0.25 * (255 - 170) = 234
+    assert "\x1b[30;48;2;0;170;0m varga " in ansi_line(caption, True)  # alone, its own largest is full colour
 
 
 GLASGOW = """Words,Length,AROU,,,VAL,,,CNC,,,IMAG,,,FAM,,
@@ -387,6 +400,10 @@ def test_attribute_command_on_one_pair(files, capsys):
     assert "| IG | texts |" in out and "concreteness (Glasgow CNC) r" in out
     html = page.read_text()
     assert "data:image/jpeg;base64," in html and "medallion" in html and "<table>" in html
+    # Each row names its text; each word shows its value.
+    assert "<span class='label'>text 1, IG</span>" in html and "<span class='label'>text 2, IG</span>" in html
+    assert "text 2: C(im, text) = " in out
+    assert re.search(r">circle<small>[+-]\d\.\d{3}</small>", html)
 
 
 def test_attribute_command_mediated_needs_a_rotation(files, capsys):

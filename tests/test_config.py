@@ -3,6 +3,7 @@
 import pytest
 
 import train
+from clip_min.cli.train import parse_args
 from clip_min.model import CLIPConfig
 from clip_min.train.config import TrainConfig, check, check_against_model, defaults
 
@@ -55,7 +56,7 @@ def test_clip_objective_with_lora_is_refused_in_one_line(capsys):
     assert train.main(["--objective", "clip", "--finetune", "lora"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error == ["train.py: error: --objective clip --finetune lora: pretraining trains every weight; use --finetune full"]
-    assert train.parse_args(["--objective", "clip"]).finetune == "full"
+    assert parse_args(["--objective", "clip"]).finetune == "full"
 
 
 @pytest.mark.parametrize("k, ok", [(0, False), (1, True), (64, True), (65, False)])

@@ -460,6 +460,28 @@ def test_score_pairs_counts_bad_rows(tmp_path, base_weights, capsys):
     assert row["C"] == pytest.approx(scores(model, pixels, tokenize([TEXTS[0]])).item(), abs=ATOL)
 
 
+def test_score_takes_several_images_and_texts_and_labels_every_pair(tmp_path, base_weights, capsys):
+    """Each --image with each --text, in order, a row naming both: comparing a description with a caption."""
+    images = [noise_image(tmp_path / "one.png", 0), noise_image(tmp_path / "two.png", 1)]
+    argv = ["score", "--weights", base_weights, "--image", images[0], "--image", images[1]]
+    for text in TEXTS[:2]:
+        argv += ["--text", text]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == ["CLIPScore", "C", "image", "text"] and len(rows) == 4
+    model = load_clip(base_weights)
+    for row, (image, text) in zip(rows, [(i, t) for i in images for t in TEXTS[:2]]):
+        clip_score, c, shown, rest = row.split(maxsplit=3)
+        assert (shown, rest) == (str(image), text)
+        pixels = preprocess(load_image(image), 32)[None]
+        with torch.no_grad():
+            features = model.encode_image(pixels).double()
+            prefixed = model.encode_text(tokenize([CLIPSCORE_PREFIX + text])).double()
+        assert float(clip_score) == pytest.approx(2.5 * max(F.cosine_similarity(features, prefixed).item(), 0), abs=1e-4)
+        assert float(c) == pytest.approx(scores(model, pixels, tokenize([text])).item(), abs=1e-4)
+
+
 def test_score_of_an_image_that_does_not_decode_is_one_line(tmp_path, base_weights, capsys):
     (tmp_path / "cat.jpg").write_bytes(b"\x89PNG but truncated")
     code, _, err = run_cli(["score", "--weights", base_weights, "--image", tmp_path / "cat.jpg", "--text", "a cat"], capsys)

@@ -1,4 +1,5 @@
 """clip_min.prefer (EX2 in miniature): the policy gradient, the KL, the reward, and eval.py prefer end to end."""
+import html
 import importlib.util
 import itertools
 import json
@@ -220,6 +221,13 @@ def test_eval_prefer_prints_shares_that_add_up_and_writes_the_html(task_and_weig
     assert "task/red" in out and "task/blue" in out
     text = page.read_text(encoding="utf-8")
     assert "task/red" in text and "An image of blue, " in text and "click to enlarge" in text
+    # The page opens with the summary the terminal prints: the same numbers, before the first model's descriptions.
+    body = text[text.index("<body>"):]
+    table = body[body.index("<table>"):body.index("</table>")]
+    assert body.index("<table>") < body.index("<h2>base</h2>")
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>" in table
 
     code = cli.main([str(a) for a in common + ["--json"]])
     out, err = capsys.readouterr()

@@ -400,6 +400,31 @@ def test_table3_follows_the_runs_recipe_and_the_flags(setup, tmp_path, capsys):
     assert code == 2 and "--rotation-from with --unrotated identity" in err
 
 
+def test_table3_on_the_toy_world_in_the_readmes_form(setup, tmp_path, capsys, monkeypatch):
+    """A toy run records the toy world's folder as its data: table3 then needs only --runs and --rotation-from,
+    and takes the toy world's two norms (imageability and Brysbaert-style concreteness) and its 64-point integral."""
+    from tiny import run_eval
+    from clip_min.report.table3 import TOY_STEPS
+    from clip_min.train import pipeline
+
+    world = setup["world"]
+    monkeypatch.setenv("CLIP_MIN_CACHE", str(world.parent))  # so the toy world is this tiny one, at toy_world_dir()
+    monkeypatch.setattr(pipeline, "toy_world", lambda: (world, sorted(str(p) for p in (world / "transfer").iterdir())))
+    iit, behavioral = tmp_path / "iit", tmp_path / "behavioral"
+    paper = ("--recipe", "paper", "--lora-rank", "8", "--layer", "0", "--intervention-size", "32")
+    assert run_train(setup, setup["base"], iit, "--objective", "iit-das", "--iit-samples", "12", *paper) == 0
+    assert run_train(setup, setup["base"], behavioral, *paper) == 0
+    capsys.readouterr()
+    code, printed, err = run_eval(["table3", "--runs", behavioral, iit, "--rotation-from", iit, "--n", "4",
+                                   "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert printed.splitlines()[0] == "| model | mediation | imageability r | concreteness r |"
+    assert f"integrated gradients: trapezoid, {TOY_STEPS} points, baseline zero" in printed and TOY_STEPS == 64
+    assert all(cell != "-" for cell in table3_row(printed, "Behavioral (LoRA)", "through the site"))
+    code, printed, err = run_eval(["table3", "--runs", behavioral, "--steps", "3", "--n", "4", "--device", "cpu"], capsys)
+    assert code == 0 and "trapezoid, 3 points" in printed, err  # --steps still decides
+
+
 def test_table3_sites_identity_for_models_without_a_rotation_and_the_recipes_step(setup, tmp_path):
     from clip_min.report.table3 import RECIPE_OPTIONS, Options, entries_for_runs
 

@@ -75,7 +75,8 @@ def test_overwrite_runs_in_a_row_keep_every_file_of_the_last_on_a_file_system_th
     monkeypatch.undo()
 
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert names == ["adapters.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "selected.pt", "summary.json"]
+    assert names == ["adapters.pt", "checkpoint.pt", "config.json", "curves.png", "metrics.csv", "metrics.jsonl",
+                     "selected.pt", "summary.json"]
     # (weights.pt, the full fine-tuning run's, went when the last run finished: this run does not write it)
     config = json.loads((out / "config.json").read_text())
     assert (config["seed"], config["lora_rank"], config["finetune"]) == (4, 8, "lora")
@@ -107,7 +108,8 @@ def test_a_replacing_run_killed_then_resumed_ends_with_its_own_files_only(setup,
     assert train.main(["--resume", str(out)]) == 0, capsys.readouterr().err
     assert "starts again from step 0" in capsys.readouterr().out  # the checkpoint there was the replaced run's
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "adapters.pt", "checkpoint.pt", "config.json", "metrics.jsonl", "selected.pt", "summary.json"]
+        "adapters.pt", "checkpoint.pt", "config.json", "curves.png", "metrics.csv", "metrics.jsonl", "selected.pt",
+        "summary.json"]
     assert torch.load(out / "checkpoint.pt", weights_only=True)["run"]["config"]["lora_rank"] == 8
     assert load_run(out).config["lora_rank"] == 8
 

@@ -215,9 +215,16 @@ def test_figure4_is_transfer_score_over_accuracy_with_the_selected_point(tmp_pat
     assert [x for x, _ in curve] == pytest.approx([0.50, 0.70, 0.80, 0.82])
     assert [y for _, y in curve] == pytest.approx([1.0, 0.95, 0.80, 0.50])
     path = figure_tradeoff([run], tmp_path / "figure4.png")
-    # The panel is (70, 100)-(470, 400); x (accuracy, %) spans 50..82 and y (transfer, %) 50..100, each padded
-    # by 8%. The selected step 20 sits at accuracy 80, transfer 80.
-    x = 70 + (80 - (50 - 2.56)) / (32 * 1.16) * 400
-    y = 400 - (80 - (50 - 4.0)) / (50 * 1.16) * 300
+    # The panel is (80, 90)-(680, 530); x (accuracy, %) spans 50..82 and y (transfer, %) 50..100, each padded
+    # by 8%. The selected step 20 sits at accuracy 80, transfer 80; the base, where the curve starts, at 50, 100.
+    def pixel(accuracy, transfer):
+        return (round(80 + (accuracy - (50 - 2.56)) / (32 * 1.16) * 600),
+                round(530 - (transfer - (50 - 4.0)) / (50 * 1.16) * 440))
+
+    colour = PALETTE[("behavioral", "lora")]
     with Image.open(path) as image:
-        assert image.convert("RGB").getpixel((round(x), round(y))) == PALETTE[("behavioral", "lora")]
+        image = image.convert("RGB")
+    assert 600 > 0.6 * image.size[0] and 440 > 0.7 * image.size[1]  # the panel fills the canvas beside its legend
+    assert image.getpixel(pixel(80, 80)) == colour  # the selected step's dot
+    x, y = pixel(50, 100)
+    assert image.getpixel((x, y)) == (255, 255, 255) and image.getpixel((x + 5, y)) == colour  # the start's ring

@@ -199,6 +199,20 @@ def test_glasgow_norms_file(world):
     assert all(1 <= value <= 7 for value in ratings.values())
 
 
+def test_brysbaert_concreteness_file(world):
+    """Table 3's second norm: Brysbaert et al.'s layout, its 1..5 scale, following imageability."""
+    from clip_min.data.norms import read_brysbaert_concreteness
+
+    lines = (world / toy.CONCRETENESS_FILE).read_text().splitlines()
+    assert lines[0].split("\t")[:3] == ["Word", "Bigram", "Conc.M"]
+    concreteness = read_brysbaert_concreteness(world / toy.CONCRETENESS_FILE)
+    imageability = toy.toy_word_ratings()
+    assert set(concreteness) == set(imageability)
+    assert all(1 <= value <= 5 for value in concreteness.values())
+    for word, value in concreteness.items():  # 1..7 rescaled to 1..5, within the 0.3 of noise
+        assert abs(value - (1 + (imageability[word] - 1) * 4 / 6)) <= 0.3 + 0.005, word
+
+
 def test_word_tokens():
     assert toy.word_tokens("Varga's medallions, 1923.") == ["varga", "'s", "medallions", ",", "1923", "."]
 

@@ -119,3 +119,23 @@ def test_the_shipped_base_starts_near_chance_and_names_colours_and_backgrounds(t
     assert 0.40 <= result["concadia_accuracy"] <= 0.60
     for task, chance in result["transfer_chance"].items():
         assert result["transfer_f1"][task] > 2 * chance, task
+
+
+def test_a_toy_run_finds_its_base_again_after_the_cache_was_emptied(tmp_path, monkeypatch):
+    """The toy base is unpacked into the cache, which a new toy world or a cleared cache empties; a run trained
+    on it loads again, on the same bytes (its base is checked by content), instead of calling its base gone."""
+    from clip_min.files import content_fingerprint
+    from clip_min.train import pipeline, runs
+
+    monkeypatch.setenv("CLIP_MIN_CACHE", str(tmp_path / "cache"))
+    world = tmp_path / "cache" / "toy"
+    monkeypatch.setattr(pipeline, "toy_world", lambda: (world, []))
+    base = toybase.toy_base(world)
+    config = {"objective": "behavioral", "finetune": "full", "weights": str(base), "weights_id": content_fingerprint(base)}
+    for name in ("weights.pt", "shipped.json"):
+        (world / "base" / name).unlink()
+    model, weights_id = runs._base_model(tmp_path, config, "cpu")
+    assert base.is_file() and weights_id == config["weights_id"]
+    other = dict(config, weights=str(tmp_path / "elsewhere.pt"))  # any other missing base is still an error
+    with pytest.raises(runs.RunError, match="are gone"):
+        runs._base_model(tmp_path, other, "cpu")

@@ -22,6 +22,7 @@ import torch
 from ..attribution import DEFAULT_STEPS, check_steps, integrated_gradients, mediated_integrated_gradients, word_attributions
 from ..data.concadia import DataError, read_concadia
 from ..data.norms import load_norms
+from ..data.toy import CONCADIA_SUBDIR, CONCRETENESS_FILE, NORMS_FILE
 from ..images import ImageLoadError, load_image, preprocess
 from ..tokenizer import EMPTY_TEXT, empty_once_cleaned, tokenize
 from ..train.device import mixed_precision, resolve_device
@@ -29,7 +30,7 @@ from ..train.pipeline import toy_world
 from ..train.runs import add_step_option, load_model
 from .correlation import correlate_with_norms, format_correlation_table
 from ..files import atomic_write_text, check_output
-from .html import ansi_line, attribution_page, html_words, image_data_uri, table_html
+from .html import ansi_line, attribution_page, page_scale, table_html, text_section
 
 
 def add_commands(subparsers) -> None:
@@ -72,16 +73,16 @@ class _Item:
     image_index: int  # which row of the image features
 
 
-def _items(args) -> tuple[list[_Item], list[Path], Path | None]:
-    """The texts to attribute, the images they go with, and the default imageability norms (toy world only)."""
+def _items(args) -> tuple[list[_Item], list[Path], tuple[Path | None, Path | None]]:
+    """The texts to attribute, the images they go with, and the default norms files (the toy world's, else none)."""
     if args.text is not None:
         image = Path(args.image)
-        return [_Item("texts", text, image, 0) for text in args.text], [image], None
-    norms = None
+        return [_Item("texts", text, image, 0) for text in args.text], [image], (None, None)
+    norms = (None, None)
     data = args.data
     if data is None:
         world, _ = toy_world()
-        data, norms = world / "concadia", world / "norms" / "glasgow_norms.csv"
+        data, norms = world / CONCADIA_SUBDIR, (world / NORMS_FILE, world / CONCRETENESS_FILE)
     examples, _ = read_concadia(data, args.split, args.images)
     examples = decodable(examples, args.limit)
     if not examples:
@@ -127,8 +128,8 @@ def attribute_command(args) -> int:
         inputs = [(f"--{name}", getattr(args, name)) for name in ("image", "data", "images", "weights", "run", "norms",
                                                                   "concreteness")]
         check_output(args.html, "--html", inputs, holds=False)
-    items, images, toy_norms = _items(args)
-    norms = load_norms(args.norms or toy_norms, args.concreteness)
+    items, images, (toy_imageability, toy_concreteness) = _items(args)
+    norms = load_norms(args.norms or toy_imageability, args.concreteness or toy_concreteness)
 
     device = resolve_device(args.device)
     loaded = load_model(args.weights, args.run, device, args.step)
@@ -144,13 +145,12 @@ def attribute_command(args) -> int:
         pixels = torch.stack([preprocess(load_image(path), resolution) for path in images]).to(device)
         image_features = model.encode_image(pixels).float()  # (n_images, embed_dim)
 
-    color = sys.stdout.isatty()
     words_by: dict[tuple[str, str], list[tuple[str, float]]] = {}  # (attribution, text kind) -> words
-    sections, worst_gap = [], 0.0
+    shown, worst_gap = [], 0.0  # shown: per text, its label, (name, words) per attribution, C and C(x')
     for item in items:
         tokens = tokenize(item.text, model.config.context_length, truncate=True).to(device)
         features = image_features[item.image_index : item.image_index + 1]
-        lines = []
+        rows = []
         for name, site in kinds:
             with autocast():
                 if site is None:
@@ -162,13 +162,18 @@ def attribute_command(args) -> int:
                     result = mediated_integrated_gradients(model, features, tokens, *site, steps=args.steps)
             words = word_attributions(tokens[0].cpu(), result.attributions[0])
             words_by.setdefault((name, item.kind), []).extend(words)
-            print(f"{name:>11} | {ansi_line(words, color)}")
-            lines.append(f"<div><span class='label'>{name}</span>{html_words(words)}</div>")
-        kind = item.kind[:-1]  # "description", "caption", "text"
-        c, c_baseline = float(result.score[0]), float(result.baseline_score[0])
-        print(f"{'':>11} | {kind}: C(im, text) = {c:.3f}, C(im, x') = {c_baseline:.3f}")
-        sections.append(f"<section><img src='{image_data_uri(item.image)}' alt=''><div class='label'>{kind} · "
-                        f"C = {c:.3f}</div>{''.join(lines)}<br style='clear:both'></section>")
+            rows.append((name, words))
+        label = item.kind[:-1] if item.kind != "texts" else f"text {len(shown) + 1}"  # "description", "text 2"
+        shown.append((item, label, rows, float(result.score[0]), float(result.baseline_score[0])))
+
+    scale = page_scale([words for _, _, rows, _, _ in shown for _, words in rows])
+    color = sys.stdout.isatty()
+    sections = []
+    for item, label, rows, c, c_baseline in shown:
+        for name, words in rows:
+            print(f"{name:>11} | {ansi_line(words, color, scale)}")
+        print(f"{'':>11} | {label}: C(im, text) = {c:.3f}, C(im, x') = {c_baseline:.3f}")
+        sections.append(text_section(item.image, label, c, rows, scale))
     print(f"completeness (Eq. 6): the words' attributions add up to C(x) - C(x') within {100 * worst_gap:.2f}%"
           + ("" if worst_gap < 0.01 else "; raise --steps for a closer sum"))
 
@@ -182,6 +187,6 @@ def attribute_command(args) -> int:
     if args.html:
         if table:
             sections.append("<h2>Correlation with word norms (Table 3)</h2>" + table_html(table))
-        atomic_write_text(args.html, attribution_page("Word attributions (integrated gradients)", sections))
+        atomic_write_text(args.html, attribution_page("Word attributions (integrated gradients)", sections, scale))
         print(f"wrote {args.html}")
     return 0

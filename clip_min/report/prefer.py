@@ -33,7 +33,7 @@ from ..prefer import (ClipReward, PreferConfig, align, check_against_pool, estim
 from ..train.runs import load_model
 from ..train.device import resolve_device
 from ..data.transfer import TransferTask, encode_task, read_task
-from .html import page
+from .html import page, table_html
 from .session import notes_to_stderr, vision_id
 
 DEFAULTS = PreferConfig()
@@ -232,7 +232,7 @@ def prefer_command(args: argparse.Namespace) -> int:
     else:
         print(format_report(results, start_shares, concepts, config))
     if args.html:
-        atomic_write_text(args.html, html_page(results, concepts))
+        atomic_write_text(args.html, html_page(results, concepts, start_shares, config))
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
 
@@ -246,31 +246,41 @@ def format_report(results: list[dict], start_shares: dict[str, float], concepts:
         width = max(len(label) for label in r["top_phrases"])
         for label, top in r["top_phrases"].items():
             lines.append(f"  {label:<{width}}  " + "; ".join(f"{text} ({p:.2f})" for text, p in top))
+    return "\n".join(lines + ["", summary_table(results, start_shares), summary_note(config)])
+
+
+def summary_table(results: list[dict], start_shares: dict[str, float]) -> str:
+    """Every model side by side, in markdown: the share of each kind of phrase, and the reward before and after."""
     header = ["model"] + [f"{kind} %" for kind in KINDS] + ["reward start", "reward aligned", "gained"]
-    lines += ["", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     rows = [["uniform start"] + [f"{100 * start_shares.get(kind, 0.0):.1f}" for kind in KINDS] + ["", "", ""]]
     for r in results:
         rows.append([r["model"]] + [f"{100 * r['shares'].get(kind, 0.0):.1f}" for kind in KINDS]
                     + [f"{r['reward_start']:.2f}", f"{r['reward_aligned']:.2f}",
                        f"{r['reward_gained']:+.2f} ± {1.96 * r['reward_gained_se']:.2f}"])
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines.append("(shares: percent of the aligned policy's phrases, over all concepts; reward: mean C over "
-                 f"concepts, from {config.eval_samples} samples per concept and policy; ± a 95% interval)")
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def summary_note(config: PreferConfig) -> str:
+    return ("(shares: percent of the aligned policy's phrases, over all concepts; reward: mean C over "
+            f"concepts, from {config.eval_samples} samples per concept and policy; ± a 95% interval)")
 
 
 KIND_COLOURS = {"visual": "#b7e4c7", "non-visual": "#ffd6a5", "spurious": "#ffadad"}
 
 
-def html_page(results: list[dict], concepts: Concepts) -> str:
-    """A standalone page: per model and concept, descriptions of the start and the aligned policy, phrases coloured by kind."""
+def html_page(results: list[dict], concepts: Concepts, start_shares: dict[str, float], config: PreferConfig) -> str:
+    """A standalone page: the summary table the terminal prints, then per model and concept, descriptions of the
+    start and the aligned policy, phrases coloured by kind."""
     def phrase(i: int) -> str:
         p = concepts.pool[i]
         return (f"<span style='background:{KIND_COLOURS[p.kind]}' title='{html.escape(p.kind)}: "
                 f"{html.escape(p.attribute)}'>{html.escape(p.text)}</span>")
 
     legend = " ".join(f"<span style='background:{colour}'>{kind}</span>" for kind, colour in KIND_COLOURS.items())
-    parts = [f"<p>Phrases by kind: {legend}. C is the mean score against the concept's images; "
+    parts = ["<h2>Summary: the kinds of phrases each aligned policy writes</h2>",
+             table_html(summary_table(results, start_shares)), f"<p>{html.escape(summary_note(config))}</p>",
+             f"<p>Phrases by kind: {legend}. C is the mean score against the concept's images; "
              "share is how often the policy wrote the description in its samples.</p>"]
     for r in results:
         parts.append(f"<h2>{html.escape(r['model'])}</h2>")

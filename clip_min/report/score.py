@@ -9,14 +9,17 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from ..data.concadia import DataError
 from ..files import UnreadableFile, inside, read_text_whole
 from ..data.ratings import read_csv
 from ..images import ImageLoadError, load_image
 from ..losses import clipscore, score
+from ..model import CLIP
 from ..tokenizer import EMPTY_TEXT, empty_once_cleaned
 from ..train.features import encode_images
-from .session import add_model_options, open_model, text_features
+from .session import add_model_options, encode_texts, open_model
 
 CLIPSCORE_PREFIX = "A photo depicts "  # Hessel et al. 2021 prefix every text with it
 # A pairs line is an image path and a sentence, about 200 bytes: 1 GiB is five million pairs.
@@ -27,8 +30,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``score`` to eval.py's subcommands."""
     p = subparsers.add_parser("score", help="CLIPScore and C = e^t cos for image-text pairs")
     add_model_options(p)
-    p.add_argument("--image", help="one image file (with --text)")
-    p.add_argument("--text", help="one text (with --image)")
+    p.add_argument("--image", action="append",
+                   help="an image file (with --text); repeat it for several: every image is scored with every text")
+    p.add_argument("--text", action="append", help="a text (with --image); repeat it for several")
     p.add_argument("--pairs", help="a .csv or .jsonl file with image and text per row; "
                                    "relative image paths are taken from the file's folder")
     p.add_argument("--json", action="store_true", help="print JSON lines")
@@ -76,19 +80,32 @@ def read_pairs(path: Path) -> tuple[list[tuple[Path, str]], Counter]:
     return pairs, skipped
 
 
+@torch.no_grad()
+def pair_scores(model: CLIP, image_features: torch.Tensor, texts: list[str], device: str,
+                autocast) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """C = e^t cos(im, text) and CLIPScore of aligned rows: image features (N, D) and N texts -> (N,), (N,);
+    and how many texts were cut to the model's context."""
+    bare, cut = encode_texts(model, texts, device, autocast)
+    prefixed, _ = encode_texts(model, [CLIPSCORE_PREFIX + text for text in texts], device, autocast)
+    c = score(image_features, bare, model.logit_scale.detach().float().cpu())
+    return c, clipscore(image_features, prefixed), cut
+
+
 def score_command(args: argparse.Namespace) -> int:
     if args.pairs is not None and (args.image is not None or args.text is not None):
         raise ValueError("give --image and --text, or --pairs, not both")
     if args.pairs is None and (args.image is None or args.text is None):
-        raise ValueError("give --image and --text together, or --pairs FILE")
+        raise ValueError("give --image and --text together (each may be repeated), or --pairs FILE")
     if args.pairs is None:
-        if empty_once_cleaned(args.text):
-            raise DataError(f"--text {args.text!r} is empty once cleaned ({EMPTY_TEXT}); give a text with words")
-        try:
-            load_image(args.image)  # fail on a bad image before loading the model
-        except ImageLoadError as err:
-            raise DataError(f"--image: {err}") from None
-        pairs, skipped = [(Path(args.image), args.text)], Counter()
+        for text in args.text:
+            if empty_once_cleaned(text):
+                raise DataError(f"--text {text!r} is empty once cleaned ({EMPTY_TEXT}); give a text with words")
+        for image in args.image:
+            try:
+                load_image(image)  # fail on a bad image before loading the model
+            except ImageLoadError as err:
+                raise DataError(f"--image: {err}") from None
+        pairs, skipped = [(Path(image), text) for image in args.image for text in args.text], Counter()
     else:
         pairs, skipped = read_pairs(Path(args.pairs))
     session = open_model(args)
@@ -100,18 +117,27 @@ def score_command(args: argparse.Namespace) -> int:
     if not keep:
         raise DataError(f"--pairs {args.pairs}: no usable row ({', '.join(f'{n} {r}' for r, n in skipped.items())})")
     texts = [pairs[i][1] for i in keep]
-    image = features[keep]
-    bare, prefixed = text_features(session, texts), text_features(session, [CLIPSCORE_PREFIX + t for t in texts])
-    c = score(image, bare, session.model.logit_scale.detach().float().cpu())
-    cs = clipscore(image, prefixed)
+    c, cs, cut = pair_scores(session.model, features[keep], texts, session.device, session.autocast)
+    if cut:
+        print(f"{cut} of {len(texts)} texts are longer than {session.model.config.context_length} tokens and were cut",
+              file=sys.stderr)
     for reason, n in skipped.items():
         print(f"left out: {n} {reason}", file=sys.stderr)
-    for row, i in enumerate(keep):
-        image_path, text = pairs[i]
-        if args.json:
-            print(json.dumps({"image": str(image_path), "text": text, "clipscore": float(cs[row]), "C": float(c[row])}))
-        elif args.pairs is None:
-            print(f"CLIPScore {cs[row]:.4f}  C {c[row]:.4f}")
-        else:
-            print(f"{cs[row]:.4f}\t{c[row]:.4f}\t{image_path}\t{text}")
+    rows = [(float(cs[row]), float(c[row]), *pairs[i]) for row, i in enumerate(keep)]
+    if args.json:
+        for clip_score, c_value, image_path, text in rows:
+            print(json.dumps({"image": str(image_path), "text": text, "clipscore": clip_score, "C": c_value}))
+    elif args.pairs is None:
+        print(format_scores(rows))
+    else:
+        for clip_score, c_value, image_path, text in rows:
+            print(f"{clip_score:.4f}\t{c_value:.4f}\t{image_path}\t{text}")
     return 0
+
+
+def format_scores(rows: list[tuple[float, float, Path, str]]) -> str:
+    """A row per (image, text) pair under a header: CLIPScore, C, the image as given, the text."""
+    width = max(len("image"), *(len(str(image)) for _, _, image, _ in rows))
+    lines = [f"{'CLIPScore':>9}  {'C':>8}  {'image':<{width}}  text"]
+    lines += [f"{clip_score:>9.4f}  {c:>8.4f}  {str(image):<{width}}  {text}" for clip_score, c, image, text in rows]
+    return "\n".join(lines)

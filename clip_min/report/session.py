@@ -90,19 +90,25 @@ def vision_id(loaded: LoadedRun) -> str:
     return "|".join(parts)
 
 
-@torch.no_grad()
-def text_features(session: Session, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+def text_features(session: Session, texts: list[str]) -> torch.Tensor:
     """Text features (N, embed_dim), float32 on the CPU; texts past the context are cut, with a note."""
-    context = session.model.config.context_length
-    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, context)  # (N, context)
+    features, cut = encode_texts(session.model, texts, session.device, session.autocast)
     if cut:
+        context = session.model.config.context_length
         print(f"{cut} of {len(texts)} texts are longer than {context} tokens and were cut", file=sys.stderr)
+    return features
+
+
+@torch.no_grad()
+def encode_texts(model: CLIP, texts: list[str], device: str, autocast, batch_size: int = 256) -> tuple[torch.Tensor, int]:
+    """Text features (N, embed_dim), float32 on the CPU, and how many texts were cut to the context."""
+    tokens, cut = get_tokenizer().tokenize_counting_cuts(texts, model.config.context_length)  # (N, context)
     out = []
     for start in range(0, len(texts), batch_size):
-        with session.autocast():
-            batch = tokens[start : start + batch_size].to(session.device)
-            out.append(in_sorted_parts(session.model.encode_text, batch).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, session.model.config.embed_dim)
+        with autocast():
+            batch = tokens[start : start + batch_size].to(device)
+            out.append(in_sorted_parts(model.encode_text, batch).float().cpu())
+    return (torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)), cut
 
 
 def print_json(obj: dict) -> None:

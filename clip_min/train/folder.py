@@ -1,4 +1,5 @@
-"""The run folder as fine-tuning writes it: config.json, metrics.jsonl, adapters.pt or weights.pt, summary.json.
+"""The run folder as fine-tuning writes it: config.json, metrics.jsonl, adapters.pt or weights.pt, summary.json,
+and at the end metrics.csv and curves.png (``clip_min.train.pipeline.picture_run``).
 
 (checkpoint.pt is ``clip_min.train.checkpoint``'s, selected.pt ``clip_min.train.selected``'s;
 ``clip_min.train.runs`` reads a finished folder back, ``clip_min.train.runlock`` says who may write.)
@@ -13,6 +14,8 @@ replaces it, so a sweep by inode number deleted the checkpoint the run had just 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from .config import TrainConfig
 
 # Every file a run writes into its folder (train.py, and the stamps of eval.py table and search).
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "selected.pt", "adapters.pt", "weights.pt",
-             "summary.json", "table_request.json", "search_request.json")
+             "summary.json", "metrics.csv", "curves.png", "table_request.json", "search_request.json")
 RECORD_NAME = ".written.json"  # the names of the RUN_FILES this run wrote (claim)
 
 
@@ -63,6 +66,24 @@ def write_json(path: Path, obj: dict) -> None:
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(claim(path), "".join(json.dumps(record) + "\n" for record in records))
+
+
+def write_metrics_csv(folder: Path, records: list[dict]) -> Path:
+    """The run's evaluations (metrics.jsonl's records) as metrics.csv, a row each and a column per number, for
+    spreadsheets and plotting tools."""
+    tasks = list(dict.fromkeys(task for record in records for task in record.get("transfer_f1") or {}))
+    columns = ["step", "loss", "val_accuracy", "test_accuracy", *(f"transfer_f1_{task}" for task in tasks),
+               "transfer_score", "skipped_steps"]
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        f1 = record.get("transfer_f1") or {}
+        values = {**record, **{f"transfer_f1_{task}": f1.get(task) for task in tasks}}
+        writer.writerow(["" if values.get(column) is None else values[column] for column in columns])
+    path = folder / "metrics.csv"
+    atomic_write_text(claim(path), table.getvalue())
+    return path
 
 
 def run_files(folder: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,11 +10,11 @@ from pathlib import Path
 from . import distributed
 from ..data.concadia import read_concadia
 from ..data.transfer import task_layout
-from ..files import UnreadableFile, atomic_write_text, check_output, read_whole
+from ..files import UnreadableFile, atomic_write_text, check_output, read_text_whole, read_whole
 from ..weights import check_vocabulary, load_weights
 from .pretrain import TOY_CAPTION_WEIGHT, TOY_CONFIG, pretrain
 from .toybase import toy_base
-from .folder import claim, remove_stale
+from .folder import claim, remove_stale, write_metrics_csv
 from .rows import check_against_data
 from .runlock import check_run_folder, move_aside, own_run_folder
 from ..data.toy import make_toy_world, toy_world_dir
@@ -61,6 +62,8 @@ def run(config: TrainConfig) -> dict:
         with distributed.quiet_unless_main(), own_run_folder(config.out) if main else nullcontext():
             summary = _run(prepared)
             if main:
+                if config.objective != "clip":  # pretraining logs no evaluations to draw
+                    picture_run(Path(config.out), config.trade_off_a)
                 remove_stale(Path(config.out))
             return summary
     finally:
@@ -114,6 +117,20 @@ def _run(prepared: Prepared) -> dict:
         toy = dict(caption_weight=TOY_CAPTION_WEIGHT) if config.toy else {}
         return pretrain(config, weights, data, tasks, **toy)
     return finetune(config, weights, data, tasks)
+
+
+def picture_run(out: Path, a: float) -> None:
+    """A finished fine-tuning run's curves as a picture (curves.png) and its evaluations as a table (metrics.csv).
+
+    ``a`` is the run's Appendix C trade-off, so the step marked is the one it selected.
+    """
+    from ..report.figures import figure_run
+    from ..report.selection import MAX_METRICS_BYTES, read_run
+
+    logged = read_text_whole(out / "metrics.jsonl", MAX_METRICS_BYTES, "metrics.jsonl")
+    table = write_metrics_csv(out, [json.loads(line) for line in logged.splitlines() if line.strip()])
+    picture = figure_run(read_run(out, a), claim(out / "curves.png"))
+    print(f"wrote {picture} (accuracy and transfer F1 over training, the selected step marked) and {table}")
 
 
 # Commands that train many runs (eval.py table, eval.py search) leave in each run folder a stamp

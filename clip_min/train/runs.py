@@ -17,6 +17,7 @@ import torch
 
 from . import selected
 from .config import IIT_OBJECTIVES, OBJECTIVES, TrainConfig, as_recorded
+from ..data.toy import toy_world_dir
 from ..files import UnreadableFile, load_tensors, read_json
 from ..lora import apply_lora, load_lora_state_dict
 from ..model import CLIP
@@ -45,6 +46,14 @@ class LoadedRun:
     folder: Path
     step: int | str | None = None  # the selected step's number, "last", or None for plain weights
     weights_id: str | None = None  # fingerprint of the (base) weights' bytes as loaded
+
+    def __repr__(self) -> str:
+        """One line for a notebook or a prompt: which run, which step, what kind of model (not every weight)."""
+        if not self.config.get("objective"):
+            return f"LoadedRun({self.folder}: plain weights, text width {self.model.config.text_width})"
+        kind = f"{self.config['objective']} {self.config['finetune']}"
+        rotation = f", rotation at block {self.config['layer']} (k = {self.config['intervention_size']})" if self.rotation is not None else ""
+        return f"LoadedRun({self.folder}: {kind}, step {self.step}{rotation})"
 
     def das_site(self) -> tuple[torch.Tensor, int, int] | None:
         """Where Eq. 7 can route the gradient: (R, block, k) of the run's rotation; None without one."""
@@ -170,6 +179,12 @@ def _base_model(folder: Path, config: dict, device: str) -> tuple[CLIP, str]:
         raise RunError(f"{folder / 'config.json'} lacks {', '.join(missing)}, needed to rebuild the model; "
                        "the run folder is damaged")
     base = config["weights"]
+    if isinstance(base, str) and not os.path.lexists(base) and Path(base) == toy_world_dir() / "base" / "weights.pt":
+        # The toy base lives in the cache, which a cleared cache or a new toy world empties: unpack it again.
+        from .pipeline import toy_world
+        from .toybase import toy_base
+
+        toy_base(toy_world()[0])
     # A base that is there in name is checked as any weights are (load_weights): a FIFO, a device or
     # a file of absurd size named by a received config.json is refused before it is read.
     if not isinstance(base, str) or not os.path.lexists(base):

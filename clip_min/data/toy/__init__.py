@@ -21,6 +21,7 @@ make_toy_world() writes, under its root:
   transfer/<task>/meta/{classes,labels,test}.txt,       zero-shot tasks in Food-101's layout
   transfer/<task>/images/<class>/<id>.jpg
   norms/glasgow_norms.csv                               word imageability, Glasgow Norms layout
+  norms/brysbaert_concreteness.txt                      word concreteness, Brysbaert et al.'s layout
   toy_world.json                                        manifest, written last
 
 Everything is a function of the seed: plan_toy_world() gives the scenes and texts without
@@ -33,17 +34,17 @@ The package, in the order a world is made:
   scenes.py        random scenes and their descriptions
   articles.py      articles, captions and contexts; plan_toy_world, plan_transfer_tasks
   drawing.py       render_scene
-  imageability.py  the word ratings and their Glasgow Norms file
+  imageability.py  the word ratings and their two norms files
   world.py         make_toy_world: writing the files
 """
 
 from .articles import plan_toy_world, plan_transfer_tasks
 from .drawing import render_scene
-from .imageability import GLASGOW_DIMENSIONS, toy_word_ratings, write_glasgow_norms
+from .imageability import GLASGOW_DIMENSIONS, toy_word_ratings, write_brysbaert_concreteness, write_glasgow_norms
 from .records import Scene, ShapeGroup, ToyConfig, ToyImage, TransferImage
 from .scenes import describe, random_scene
 from .vocabulary import (BACKGROUND_CITIES, BACKGROUNDS, CITIES, COLOR_SURNAMES, COLORS, COUNT_WORDS, DOMAINS, EVENTS,
                          FIRST_NAMES, GENERIC_NOUNS, MONTHS, OBJECT_NOUNS, OBJECT_PLURALS, POSITION_PHRASES, POSITIONS,
                          PROFESSIONS, RADII, SHAPE_PLURALS, SHAPES, SUPERSAMPLE, SURNAMES)
-from .world import (CONCADIA_SUBDIR, FORMAT_VERSION, MANIFEST_FILE, NORMS_FILE, TRANSFER_SUBDIR, make_toy_world,
-                    toy_world_dir, word_tokens)
+from .world import (CONCADIA_SUBDIR, CONCRETENESS_FILE, FORMAT_VERSION, MANIFEST_FILE, NORMS_FILE, TRANSFER_SUBDIR,
+                    make_toy_world, toy_world_dir, word_tokens)

@@ -1,4 +1,4 @@
-"""Word imageability of the toy vocabulary, written as a Glasgow Norms file (page 08)."""
+"""Word imageability and concreteness of the toy vocabulary, written as the Glasgow Norms and Brysbaert et al.'s files (page 08)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,27 @@ def write_glasgow_norms(path: Path, ratings: dict[str, float], seed: int = 0) ->
                     mean = rng.uniform(low + 1, high - 1)
                 row += [f"{mean:.3f}", f"{rng.uniform(0.6, 1.8):.3f}", rng.randint(30, 34)]
             writer.writerow(row)
+
+
+# Brysbaert et al. (2014)'s columns, tab-separated, and their concreteness scale.
+BRYSBAERT_COLUMNS = ("Word", "Bigram", "Conc.M", "Conc.SD", "Unknown", "Total", "Percent_known", "SUBTLEX", "Dom_Pos")
+BRYSBAERT_SCALE = (1, 5)
+
+
+def write_brysbaert_concreteness(path: Path, ratings: dict[str, float], seed: int = 1) -> None:
+    """A file in Brysbaert et al.'s layout whose Conc.M follows ``ratings`` (imageability, 1..7) on its 1..5 scale.
+
+    Concreteness and imageability are different norms that agree closely on most words (what is
+    drawn is both), so each word's concreteness is its imageability rescaled, give or take 0.3.
+    """
+    rng = random.Random(seed)
+    low, high = BRYSBAERT_SCALE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(BRYSBAERT_COLUMNS)]
+    for word in sorted(ratings):
+        mean = min(high, max(low, low + (ratings[word] - 1) * (high - low) / 6 + rng.uniform(-0.3, 0.3)))
+        total = rng.randint(25, 30)
+        known = total - rng.randint(0, 1)
+        lines.append("\t".join([word, "0", f"{mean:.2f}", f"{rng.uniform(0.5, 1.5):.2f}", str(total - known), str(total),
+                                f"{known / total:.2f}", str(rng.randint(0, 5000)), "Noun"]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Writing the toy world's files: Concadia's layout, the transfer tasks, the norms, the manifest."""
+"""Writing the toy world's files: Concadia's layout, the transfer tasks, the two norms, the manifest."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from PIL import Image
 from ...files import UnreadableFile, cache_root, read_json
 from .articles import plan_toy_world, plan_transfer_tasks
 from .drawing import render_scene
-from .imageability import toy_word_ratings, write_glasgow_norms
+from .imageability import toy_word_ratings, write_brysbaert_concreteness, write_glasgow_norms
 from .records import ToyConfig, TransferImage
 
-FORMAT_VERSION = 6  # bump when the files written for the same config change
+FORMAT_VERSION = 7  # bump when the files written for the same config change
 CONCADIA_SUBDIR = "concadia"
 TRANSFER_SUBDIR = "transfer"
-NORMS_FILE = "norms/glasgow_norms.csv"
+NORMS_FILE = "norms/glasgow_norms.csv"  # imageability (and Glasgow's own concreteness, CNC)
+CONCRETENESS_FILE = "norms/brysbaert_concreteness.txt"  # concreteness, as Table 3's second norm
 MANIFEST_FILE = "toy_world.json"
 
 
@@ -54,6 +55,7 @@ def make_toy_world(root: str | Path, seed: int = 0, n_articles: int = 600, **opt
         _write_concadia(tmp / CONCADIA_SUBDIR, config)
         _write_transfer(tmp / TRANSFER_SUBDIR, config)
         write_glasgow_norms(tmp / NORMS_FILE, toy_word_ratings())
+        write_brysbaert_concreteness(tmp / CONCRETENESS_FILE, toy_word_ratings())
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")  # last: marks it complete
         tmp.chmod(0o755)
         _move_into_place(tmp, root, manifest)
