@@ -27,7 +27,7 @@ import pytest
 from clip_min.exercises import EXERCISES, ExerciseError, mistakes, number
 from clip_min.exercises.__main__ import main
 from clip_min.exercises.blank import blank_source, copy_repository, make
-from clip_min.exercises.grade import grade, run_tests
+from clip_min.exercises.grade import grade, run_tests, scoreboard
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,6 +284,11 @@ def test_the_grader_reports_every_exercise_not_started(course, capsys):
     assert all(g.passed == 0 and g.total == len(g.exercise.tests) for g in grades.values())
     attention_cases = [n for n in record["tests"] if n.startswith("tests/test_model.py::test_attention_")]
     assert len(attention_cases) > grades["attention"].total == 2
+    # The teacher's page shows this scoreboard of a fresh copy: each of its rows as check prints it.
+    page = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8").splitlines()
+    for row in scoreboard(list(grades.values())).splitlines():
+        if row.lstrip()[:1].isdigit():
+            assert row.rstrip() in page, f"docs/teaching.md's scoreboard of a fresh copy is stale; check prints:\n{row}"
 
 
 def record_of(*tests: tuple[str, str, list[int]], blank: tuple[int, ...] = ()) -> dict:
