@@ -173,20 +173,26 @@ def test_full_fine_tuning_trains_all_of_clip_in_the_paper_and_the_text_tower_wit
 RECIPE_FIELDS = ("recipe", "iit_rows", "triplets", "val_images", "logit_scale", "orthogonal_map")
 
 
-def test_a_run_from_before_the_recipes_resumes_as_the_paper_recipe(setup, wide, tmp_path, capsys):
-    """Its config.json and checkpoint lack the recipe's fields; what it did then is the paper's recipe now."""
+def written_before(out, fields) -> None:
+    """Make the run in ``out`` look as if written before ``fields`` existed: gone from its
+    config.json and from its checkpoint's saved configuration (the checkpoint's digest redone)."""
     from clip_min.train import checkpoint
 
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in fields}))
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    state.pop("sha256")
+    state["run"]["config"] = {k: v for k, v in state["run"]["config"].items() if k not in fields}
+    state["sha256"] = checkpoint.digest(state)
+    torch.save(state, out / "checkpoint.pt")
+
+
+def test_a_run_from_before_the_recipes_resumes_as_the_paper_recipe(setup, wide, tmp_path, capsys):
+    """Its config.json and checkpoint lack the recipe's fields; what it did then is the paper's recipe now."""
     out = tmp_path / "old"
     assert run_train(setup, wide, out, "--recipe", "paper", "--objective", "iit-das", "--iit-samples", "12",
                      "--layer", "0", "--intervention-size", "32") == 0
-    config = json.loads((out / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in RECIPE_FIELDS}))
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    state.pop("sha256")
-    state["run"]["config"] = {k: v for k, v in state["run"]["config"].items() if k not in RECIPE_FIELDS}
-    state["sha256"] = checkpoint.digest(state)
-    torch.save(state, out / "checkpoint.pt")
+    written_before(out, RECIPE_FIELDS)
     capsys.readouterr()
     assert train.main(["--resume", str(out), "--max-steps", "2"]) == 0, capsys.readouterr().err
     resumed = json.loads((out / "config.json").read_text())
@@ -196,17 +202,9 @@ def test_a_run_from_before_the_recipes_resumes_as_the_paper_recipe(setup, wide, 
 
 def test_an_authors_run_from_before_the_data_order_and_schedule_were_settings_resumes_as_it_trained(setup, tmp_path,
                                                                                                    capsys):
-    from clip_min.train import checkpoint
-
     out, new_fields = tmp_path / "old", ("shuffle", "eval_schedule")
     assert run_train(setup, setup["base"], out, "--recipe", "authors", "--lora-rank", "8") == 0
-    config = json.loads((out / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in new_fields}))
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    state.pop("sha256")
-    state["run"]["config"] = {k: v for k, v in state["run"]["config"].items() if k not in new_fields}
-    state["sha256"] = checkpoint.digest(state)
-    torch.save(state, out / "checkpoint.pt")
+    written_before(out, new_fields)
     capsys.readouterr()
     assert train.main(["--resume", str(out), "--max-steps", "2"]) == 0, capsys.readouterr().err
     resumed = json.loads((out / "config.json").read_text())
