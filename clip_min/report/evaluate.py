@@ -70,6 +70,23 @@ def concadia_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_f1(session, task, prompts: list[str], where: str) -> tuple[float, int, int]:
+    """Zero-shot macro-F1 of ``task`` with one prompt per class: (F1, images counted, images that did not decode).
+
+    ``where`` names the task in the error raised when none of its images decodes.
+    """
+    with notes_to_stderr():
+        features, ok = encode_task(session.model, task, session.vision_id, session.device, session.autocast)
+    if not ok.any():
+        raise DataError(f"{where}: none of its {len(ok)} images could be decoded")
+    if not ok.all():
+        print(f"{task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out", file=sys.stderr)
+    labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
+    with session.autocast():
+        classes = class_text_features(session.model, prompts, "{}", session.device)
+    return zero_shot_f1(features[ok].to(session.device), labels, classes.float()), len(labels), int((~ok).sum())
+
+
 def transfer_command(args: argparse.Namespace) -> int:
     session = open_model(args)
     folders = args.task or session.loaded.config.get("transfer")
@@ -83,17 +100,9 @@ def transfer_command(args: argparse.Namespace) -> int:
     results = {}
     for folder in folders:
         task = read_task(folder, args.split)
-        features, ok = encode_task(session.model, task, session.vision_id, session.device, session.autocast)
-        if not ok.any():
-            raise DataError(f"{folder}: none of its {len(ok)} images could be decoded")
-        if not ok.all():
-            print(f"{task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out", file=sys.stderr)
-        labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
-        with session.autocast():
-            classes = class_text_features(session.model, class_prompts(task, args.prompt), "{}", session.device)
-        f1 = zero_shot_f1(features[ok].to(session.device), labels, classes.float())
-        results[task.name] = {"macro_f1": f1, "images": len(labels), "classes": len(task.classes),
-                              "undecodable": int((~ok).sum()), "path": str(folder)}
+        f1, images, undecodable = task_f1(session, task, class_prompts(task, args.prompt), str(folder))
+        results[task.name] = {"macro_f1": f1, "images": images, "classes": len(task.classes),
+                              "undecodable": undecodable, "path": str(folder)}
     if args.json:
         print_json({"prompt": template, "tasks": results})
     else:

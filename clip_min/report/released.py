@@ -29,12 +29,12 @@ from ..data.clip_tasks import RELEASE_PROMPTS, SPLITS, read_country211, read_cou
 from ..data.concadia import DataError
 from ..data.flickr8k import read_flickr8k_expert
 from ..data.ratings import ratings_folders, read_ratings
-from ..data.transfer import TransferTask, class_text_features, encode_task, zero_shot_f1
 from ..train.config import RECIPES
 from ..train.evaluation import load_split
 from ..train.features import encode_images
 from ..train.runs import RECIPE_STEP
 from .blv import BLV_RECIPES, blv_recipe, description_scores
+from .evaluate import task_f1
 from .session import Session, add_model_options, notes_to_stderr, open_model, print_json, text_features
 
 
@@ -84,7 +84,7 @@ def zero_shot_command(args: argparse.Namespace) -> int:
     if "{}" not in template:
         raise ValueError(f"--prompt {template!r} has no {{}} where the class name goes")
     session = open_model(args)
-    f1, n = task_f1(session, task, template)
+    f1, n, _ = task_f1(session, task, [template.format(name) for name in task.classes], task.name)
     if args.json:
         print_json({"task": task.name, "split": args.split, "macro_f1": f1, "images": n, "classes": len(task.classes),
                     "prompt": template})
@@ -92,21 +92,6 @@ def zero_shot_command(args: argparse.Namespace) -> int:
         print(f"{task.name} {args.split}: macro-F1 {f1:.1%} on {n} images, {len(task.classes)} classes "
               f"(prompt {template!r})")
     return 0
-
-
-def task_f1(session: Session, task: TransferTask, template: str) -> tuple[float, int]:
-    """Zero-shot macro-F1 of ``task`` with one prompt per class, and the images it counted."""
-    with notes_to_stderr():
-        features, ok = encode_task(session.model, task, session.vision_id, session.device, session.autocast)
-    if not ok.any():
-        raise DataError(f"{task.name}: none of its {len(ok)} images could be decoded")
-    if not ok.all():
-        print(f"{task.name}: {int((~ok).sum())} of {len(ok)} images did not decode and are left out", file=sys.stderr)
-    labels = [label for label, good in zip(task.labels, ok.tolist()) if good]
-    with session.autocast():
-        classes = class_text_features(session.model, [template.format(name) for name in task.classes], "{}",
-                                      session.device)
-    return zero_shot_f1(features[ok].to(session.device), labels, classes.float()), len(labels)
 
 
 def length_command(args: argparse.Namespace) -> int:
